@@ -1,0 +1,38 @@
+"""The ``mmar`` command. One module per subcommand group; every failure goes through one
+path: ``error: <one line>`` on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import MmarError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a wrong argument gives one line, not a usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise MmarError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import bench, codec
+
+    parser = Parser(prog="mmar", description="Multimodal autoregressive generation: speech codec, TTS, image and video.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    codec.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except MmarError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,116 @@
+"""``mmar codec encode | decode | info`` and ``mmar bench codec``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from ..errors import MmarError
+
+
+def _codec(args):
+    from ..tasks.codec import load_codec
+
+    return load_codec(args.checkpoint)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from ..tasks.codec import encode_file
+
+    codec = _codec(args)
+    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet)
+    size = args.output.stat().st_size
+    print(f"{args.output}: {header.duration:.2f} s, {header.levels} levels, {size} bytes, {8 * size / max(header.duration, 1e-9) / 1000:.2f} kbps")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from ..tasks.codec import decode_file
+
+    header = decode_file(_codec(args), args.input, args.output, args.force, progress=not args.quiet)
+    print(f"{args.output}: {header.duration:.2f} s at {header.input_rate} Hz")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ..coding.container import payload_bits
+
+    sizes = payload_bits(args.input)
+    h = sizes.pop("header")
+    frames = math.ceil(h.num_samples / (h.sample_rate // h.frame_rate))
+    info = {
+        "file": str(args.input), "model": h.model, "weights": h.weights, "mode": h.mode,
+        "sample_rate": h.sample_rate, "input_rate": h.input_rate, "duration": round(h.duration, 3),
+        "levels": h.levels, "bits_per_code": h.bits, "frames": frames, "chunks": sizes["chunks"],
+        "bytes": sizes["total_bytes"], "payload_bytes": sizes["payload_bytes"],
+        "kbps": round(8 * sizes["total_bytes"] / max(h.duration, 1e-9) / 1000, 3),
+        "bits_total": 8 * sizes["total_bytes"], "bits_raw": h.levels * h.bits * frames,
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:<14} {v}")
+    return 0
+
+
+def _path_in(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise MmarError(f"no such file: {p}")
+    return p
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
+    csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
+    ck = dict(type=Path, default=None, help="codec checkpoint directory (default: the shipped speech-codec-16k)")
+
+    e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
+    e.add_argument("input", type=_path_in)
+    e.add_argument("-o", "--output", type=Path, required=True)
+    e.add_argument("-b", "--bitrate", type=float, default=1.5, help="kbps: 1.5, 3 or 6 (levels = bitrate / 0.5)")
+    e.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.add_argument("--checkpoint", **ck)
+    e.set_defaults(func=_encode)
+
+    d = csub.add_parser("decode", help=".mmc → audio at the original sample rate (.wav, .flac, .ogg)")
+    d.add_argument("input", type=_path_in)
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--checkpoint", **ck)
+    d.set_defaults(func=_decode)
+
+    i = csub.add_parser("info", help="what a .mmc file holds (model, duration, levels, bytes, kbps)")
+    i.add_argument("input", type=_path_in)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+
+
+def _bench_codec(args: argparse.Namespace, write_json) -> int:
+    from ..bench.codec_systems import mmar_systems
+    from ..bench.codec import format_table, run_codec_bench
+    from ..eval.baselines import Codec2, Opus
+
+    clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
+    if not clips:
+        raise MmarError(f"no audio clips in {args.clips}")
+    systems = mmar_systems(args.checkpoint, args.bitrates)
+    systems += [Codec2(1600), Codec2(3200), Opus(6), Opus(8)]
+    result = run_codec_bench(clips, systems, args.json, args.png)
+    print(format_table(result))
+    return 0
+
+
+def add_bench_parser(bsub, write_json) -> None:
+    c = bsub.add_parser("codec", help="mmar codec vs Codec2 and Opus on the same clips (PESQ-WB, STOI, SI-SDR, RTF)")
+    c.add_argument("--clips", type=Path, required=True, help="folder of speech clips")
+    c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
+    c.add_argument("--checkpoint", type=Path, default=None)
+    c.add_argument("--json", type=Path)
+    c.add_argument("--png", type=Path, help="spectrograms of the first clip")
+    c.set_defaults(func=lambda a: _bench_codec(a, write_json))

@@ -1,0 +1,26 @@
+"""The one error type users see: the CLI prints ``error: <message>`` and exits 2."""
+
+
+class MmarError(Exception):
+    """A user-facing failure (bad input, damaged file, missing optional dependency).
+
+    The message is one line that says what went wrong and, where possible, what to do.
+    """
+
+
+class ContainerError(MmarError):
+    """A codec file is truncated, damaged, of a newer version, or for another model."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an actionable :class:`MmarError`.
+
+    ``require("pesq", "eval")`` returns the module, or fails with
+    ``pip install "mmar[eval]"`` in the message.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MmarError(f"{module} is not installed: pip install \"mmar[{extra}]\" ({e})") from None

@@ -1,0 +1,238 @@
+"""The speech codec as users call it: files (or arrays) in, ``.mmc`` files out, and back.
+
+Audio streams through in blocks: read → downmix → resample (soxr) → :class:`StreamingEncoder`
+→ bit-packed chunks, so memory stays bounded on hour-long files. Decoding mirrors it and
+restores the input's sample rate and length.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_pretrained
+from ..coding.bitpack import pack_codes, packed_size, unpack_codes
+from ..coding.container import ContainerReader, ContainerWriter, container_bytes
+from ..coding.header import Header
+from ..errors import ContainerError, MmarError
+from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
+
+DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
+CHUNK_FRAMES = 250  # 5 s of codes per container chunk
+BLOCK_SECONDS = 10.0  # audio read per step
+
+
+@dataclass
+class LoadedCodec:
+    """A speech codec with the identity that goes into file headers."""
+
+    model: SpeechCodec
+    model_id: str
+    weights: str  # 8 hex digits of the weights' SHA-256
+
+    @property
+    def cfg(self) -> CodecConfig:
+        return self.model.cfg
+
+    def levels_for(self, kbps: float) -> int:
+        if kbps <= 0:
+            raise MmarError(f"bitrate must be positive, got {kbps}")
+        return self.cfg.levels_for_kbps(kbps)
+
+
+def load_codec(path: Path | None = None) -> LoadedCodec:
+    """Load a speech-codec checkpoint directory (default: the shipped ``checkpoints/speech-codec-16k``)."""
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    state, config, digest = load_pretrained(path)
+    if config.get("kind") != "speech_codec":
+        raise MmarError(f"{path} holds a {config.get('kind')!r} checkpoint, not a speech codec")
+    fields = {k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}
+    model = SpeechCodec(CodecConfig(**fields))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "ema_" not in k and "initialized" not in k]
+    if missing or unexpected:
+        raise MmarError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return LoadedCodec(model.eval(), config.get("name", path.name), digest)
+
+
+# -- streaming core ------------------------------------------------------------------------
+def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
+                  levels: int, header_extra: dict | None = None) -> tuple[Header, Iterator[bytes]]:
+    """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, raw chunk payloads)."""
+    cfg = codec.cfg
+    n = input_samples if input_rate == cfg.sample_rate else math.ceil(input_samples * cfg.sample_rate / input_rate)
+    extra = dict(header_extra or {})
+    if input_rate != cfg.sample_rate:
+        extra["ni"] = input_samples
+    header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
+                    num_samples=n, levels=levels, bits=cfg.codebook_bits, frame_rate=cfg.frame_rate,
+                    chunk_frames=CHUNK_FRAMES, mode="raw", extra=extra)
+
+    def payloads() -> Iterator[bytes]:
+        enc = StreamingEncoder(codec.model, levels)
+        pending = np.zeros((levels, 0), dtype=np.int64)
+        fed = 0
+        for x in _resampled(blocks, input_rate, cfg.sample_rate):
+            x = x[: max(0, n - fed)]
+            fed += len(x)
+            codes = enc.push(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
+            pending = np.concatenate([pending, codes], axis=1)
+            while pending.shape[1] >= CHUNK_FRAMES:
+                yield pack_codes(pending[:, :CHUNK_FRAMES], header.bits)
+                pending = pending[:, CHUNK_FRAMES:]
+        if fed < n:  # the resampler or the file gave fewer samples than announced
+            pending = np.concatenate([pending, enc.push(torch.zeros(1, n - fed))[0].numpy()], axis=1)
+        pending = np.concatenate([pending, enc.flush()[0].numpy()], axis=1)
+        for i in range(0, pending.shape[1], CHUNK_FRAMES):
+            yield pack_codes(pending[:, i : i + CHUNK_FRAMES], header.bits)
+
+    return header, payloads()
+
+
+def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes]) -> Iterator[np.ndarray]:
+    """Header + raw chunk payloads → float32 mono blocks at the header's input rate (its exact length)."""
+    check_header(codec, header)
+    cfg = codec.cfg
+    frames_total = math.ceil(header.num_samples / cfg.hop)
+    out_total = header.extra.get("ni", header.num_samples) if header.input_rate != cfg.sample_rate else header.num_samples
+    if not isinstance(out_total, int) or out_total < 0:
+        raise ContainerError("header field 'ni' is invalid")
+
+    def audio16k() -> Iterator[np.ndarray]:
+        dec, done, emitted = StreamingDecoder(codec.model), 0, 0
+        for i, payload in enumerate(payloads):
+            t = min(header.chunk_frames, frames_total - done)
+            if t <= 0 or len(payload) != packed_size(header.levels, t, header.bits):
+                raise ContainerError(f"chunk {i} holds {len(payload)} bytes, expected {packed_size(header.levels, max(t, 0), header.bits)}")
+            codes = unpack_codes(payload, header.levels, t, header.bits)
+            if codes.max(initial=0) >= cfg.codebook_size:
+                raise ContainerError(f"chunk {i} holds a code outside the codebook")
+            codes = torch.from_numpy(codes)[None]
+            done += t
+            y = dec.push(codes)[0].numpy()
+            y = y[: max(0, header.num_samples - emitted)]
+            emitted += len(y)
+            yield y
+        if done != frames_total:
+            raise ContainerError(f"file holds {done} frames, header announces {frames_total}")
+        yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
+
+    produced = 0
+    for y in _resampled(audio16k(), cfg.sample_rate, header.input_rate):
+        y = y[: out_total - produced]
+        produced += len(y)
+        yield np.clip(y, -1.0, 1.0)
+    if produced < out_total:
+        yield np.zeros(out_total - produced, dtype=np.float32)
+
+
+def check_header(codec: LoadedCodec, header: Header) -> None:
+    """Refuse files written by another model or weights, or with settings this codec cannot decode."""
+    cfg = codec.cfg
+    if header.model != codec.model_id or header.weights != codec.weights:
+        raise ContainerError(f"file was written by model {header.model} (weights {header.weights}); this is {codec.model_id} "
+                             f"(weights {codec.weights}): decode with the matching --checkpoint")
+    if header.mode != "raw":
+        raise ContainerError(f"coding mode {header.mode!r} is not supported by this decoder")
+    if (header.sample_rate, header.frame_rate, header.bits) != (cfg.sample_rate, cfg.frame_rate, cfg.codebook_bits) or header.levels > cfg.levels:
+        raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")
+
+
+def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
+    if rate_in == rate_out:
+        for b in blocks:
+            yield np.asarray(b, dtype=np.float32)
+        return
+    import soxr
+
+    rs = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+    for b in blocks:
+        yield rs.resample_chunk(np.asarray(b, dtype=np.float32))
+    yield rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+# -- files ---------------------------------------------------------------------------------
+def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int, int]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise MmarError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if info.frames <= 0:
+        raise MmarError(f"{path} holds no audio")
+    block = int(info.samplerate * BLOCK_SECONDS)
+
+    def gen() -> Iterator[np.ndarray]:
+        from tqdm import tqdm
+
+        with tqdm(total=info.frames / info.samplerate, unit="s", disable=not progress, desc="encode", leave=False) as bar:
+            for b in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+                bar.update(len(b) / info.samplerate)
+                yield b.mean(axis=1)
+
+    return gen(), info.samplerate, info.frames
+
+
+def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
+                progress: bool = False) -> Header:
+    """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise MmarError(f"{dst} exists; use -f to overwrite")
+    blocks, rate, frames = _read_blocks(src, progress)
+    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps))
+    with ContainerWriter(dst, header, overwrite=overwrite) as w:
+        for p in payloads:
+            w.write_chunk(p)
+    return header
+
+
+def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = False, progress: bool = False) -> Header:
+    """Decode a ``.mmc`` file to audio at the original sample rate (format from dst's suffix; 16-bit PCM)."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise MmarError(f"{dst} exists; use -f to overwrite")
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(dst.suffix.lower())
+    if fmt is None:
+        raise MmarError(f"cannot write {dst.suffix or 'files without a suffix'}: use .wav, .flac or .ogg")
+    with ContainerReader(src) as reader:
+        header = reader.header
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+            with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
+                    tqdm(total=header.duration, unit="s", disable=not progress, desc="decode", leave=False) as bar:
+                for y in decode_stream(codec, header, reader):
+                    out.write(y)
+                    bar.update(len(y) / header.input_rate)
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return header
+
+
+# -- arrays (benchmarks, tests, notebooks) ------------------------------------------------
+def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float) -> bytes:
+    """audio float32 [N] mono → the bytes of a complete ``.mmc`` file."""
+    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps))
+    return container_bytes(header, list(payloads))
+
+
+def decode_array(codec: LoadedCodec, data: bytes) -> tuple[np.ndarray, int]:
+    """Bytes of a ``.mmc`` file → (audio float32 [N], sample rate)."""
+    reader = ContainerReader(data)
+    audio = np.concatenate(list(decode_stream(codec, reader.header, reader)))
+    return audio, reader.header.input_rate

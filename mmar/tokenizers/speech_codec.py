@@ -1,0 +1,279 @@
+"""A causal, frame-rate speech codec: STFT encoder → residual VQ → Vocos-style iSTFT decoder.
+
+All computation after the STFT runs at the frame rate (50 frames/s at 16 kHz), which is
+what lets a useful codec train on a laptop CPU (see shared/research/codec-cpu-experiment.md).
+
+Latency: the encoder needs one hop (20 ms) of new audio per frame and looks at the
+``n_fft`` samples that end there (no lookahead). The decoder overlap-adds ``n_fft``-long
+frames, so a sample is final once the ``n_fft // hop - 1`` frames after it have been
+decoded: with n_fft 1280 and hop 320, 20 ms + 60 ms = 80 ms algorithmic latency.
+
+Streaming (:class:`StreamingEncoder`, :class:`StreamingDecoder`) keeps the left context of
+every causal convolution and the overlap-add tail, so chunked processing gives the codes of
+the offline pass and its audio up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import Encoded
+from .rvq import ResidualVQ, RVQOutput
+from .spectral import causal_frames, hann, log_magnitude
+
+Cache = dict  # module id → left context [B, C, k-1]; None means "offline, zero history"
+
+
+@dataclass
+class CodecConfig:
+    """Hyper-parameters of :class:`SpeechCodec` (the checkpoint's config.json holds these)."""
+
+    sample_rate: int = 16000
+    hop: int = 320  # samples per frame → 50 frames/s
+    n_fft: int = 1280
+    enc_dim: int = 256
+    enc_blocks: int = 4
+    dec_dim: int = 256
+    dec_blocks: int = 8
+    mlp_ratio: int = 3
+    kernel: int = 7
+    latent_dim: int = 64
+    levels: int = 12  # 12 × 10 bits × 50/s = 6 kbps at most
+    codebook_size: int = 1024
+    ema_decay: float = 0.97
+    dead_threshold: float = 0.05
+
+    @property
+    def frame_rate(self) -> int:
+        return self.sample_rate // self.hop
+
+    @property
+    def codebook_bits(self) -> int:
+        return (self.codebook_size - 1).bit_length()
+
+    def levels_for_kbps(self, kbps: float) -> int:
+        """Most levels whose raw bitrate (levels × bits × frame rate) stays ≤ kbps."""
+        per_level = self.codebook_bits * self.frame_rate / 1000.0
+        n = int(kbps / per_level + 1e-9)
+        return max(1, min(self.levels, n))
+
+
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only; with a cache it carries its left context across calls."""
+
+    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:  # x [B, C, T]
+        ctx = self.kernel_size[0] - 1
+        if ctx:
+            key = id(self)
+            prev = cache.get(key) if cache is not None else None
+            if prev is None:
+                prev = x.new_zeros(x.shape[0], x.shape[1], ctx)
+            x = torch.cat([prev, x], dim=-1)
+            if cache is not None:
+                cache[key] = x[..., -ctx:]
+        return super().forward(x)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Causal depthwise conv → LayerNorm → MLP (GELU) → layer scale, residual. [B, C, T] → same."""
+
+    def __init__(self, dim: int, hidden: int, kernel: int):
+        super().__init__()
+        self.dw = CausalConv1d(dim, dim, kernel, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.scale = nn.Parameter(torch.full((dim,), 0.1))
+
+    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        h = self.dw(x, cache).transpose(1, 2)
+        h = self.fc2(F.gelu(self.fc1(self.norm(h)))) * self.scale
+        return x + h.transpose(1, 2)
+
+
+class Encoder(nn.Module):
+    """Causal log-|STFT| frames [B, n_fft//2+1, T] → latents [B, latent_dim, T]."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.inp = nn.Conv1d(cfg.n_fft // 2 + 1, cfg.enc_dim, 1)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.enc_dim, cfg.enc_dim * cfg.mlp_ratio, cfg.kernel) for _ in range(cfg.enc_blocks))
+        self.norm = nn.LayerNorm(cfg.enc_dim)
+        self.out = nn.Linear(cfg.enc_dim, cfg.latent_dim)
+
+    def forward(self, spec: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        h = self.inp(spec)
+        for block in self.blocks:
+            h = block(h, cache)
+        return self.out(self.norm(h.transpose(1, 2))).transpose(1, 2)
+
+
+class Decoder(nn.Module):
+    """Latents [B, latent_dim, T] → per-frame complex spectra [B, T, n_fft//2+1] (Vocos-style head)."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.bins = cfg.n_fft // 2 + 1
+        self.inp = CausalConv1d(cfg.latent_dim, cfg.dec_dim, 3)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dec_dim, cfg.dec_dim * cfg.mlp_ratio, cfg.kernel) for _ in range(cfg.dec_blocks))
+        self.norm = nn.LayerNorm(cfg.dec_dim)
+        self.out = nn.Linear(cfg.dec_dim, 2 * self.bins)
+
+    def forward(self, z: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        h = self.inp(z, cache)
+        for block in self.blocks:
+            h = block(h, cache)
+        logmag, phase = self.out(self.norm(h.transpose(1, 2))).split(self.bins, dim=-1)
+        mag = torch.exp(logmag.clamp(max=8.0))
+        return torch.polar(mag, phase)
+
+
+class SpeechCodec(nn.Module):
+    """The mmar speech tokenizer: audio float [B, N] at 16 kHz ↔ codes int64 [B, K, N // hop]."""
+
+    def __init__(self, cfg: CodecConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or CodecConfig()
+        self.sample_rate, self.frame_rate = cfg.sample_rate, cfg.frame_rate
+        self.num_codebooks, self.codebook_size = cfg.levels, cfg.codebook_size
+        self.encoder = Encoder(cfg)
+        self.quantizer = ResidualVQ(cfg.levels, cfg.codebook_size, cfg.latent_dim, cfg.ema_decay, cfg.dead_threshold)
+        self.decoder = Decoder(cfg)
+        self.register_buffer("window", hann(cfg.n_fft), persistent=False)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    # -- offline -------------------------------------------------------------------------
+    def analyse(self, audio: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """audio [B, N] (N a multiple of hop) → latents [B, latent_dim, N // hop]."""
+        ctx = self.cfg.n_fft - self.cfg.hop
+        prev = cache.get("samples") if cache is not None else None
+        if prev is None:
+            prev = audio.new_zeros(audio.shape[0], ctx)
+        x = torch.cat([prev, audio], dim=-1)
+        if cache is not None:
+            cache["samples"] = x[:, -ctx:]
+        frames = causal_frames(x, self.cfg.n_fft, self.cfg.hop)
+        return self.encoder(log_magnitude(frames, self.window), cache)
+
+    def pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """Right-pad audio [B, N] with zeros to a whole number of frames."""
+        rem = (-audio.shape[-1]) % self.cfg.hop
+        return F.pad(audio, (0, rem)) if rem else audio
+
+    def encode(self, audio: torch.Tensor, levels: int | None = None) -> Encoded:
+        """audio float [B, N] → Encoded(codes int64 [B, levels, ceil(N / hop)])."""
+        levels = self.cfg.levels if levels is None else levels
+        z = self.analyse(self.pad(audio))
+        return Encoded(self.quantizer.encode(z, levels))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes int64 [B, k, T] (k ≤ levels) → audio float [B, T * hop]."""
+        dec = StreamingDecoder(self)
+        return torch.cat([dec.push(codes), dec.flush()], dim=-1)
+
+    def synthesise(self, spectra: torch.Tensor) -> torch.Tensor:
+        """spectra complex [B, T, bins] → audio [B, T * hop] (offline overlap-add, used in training)."""
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop
+        frames = torch.fft.irfft(spectra, n=n_fft, dim=-1) * self.window
+        t = frames.shape[1]
+        y = _overlap(frames, hop)
+        env = _overlap((self.window**2).expand(1, t, n_fft), hop)
+        ctx = n_fft - hop
+        return y[:, ctx:] / env[:, ctx:].clamp_min(1e-6)
+
+    def forward(self, audio: torch.Tensor, levels: int | None = None, update: bool = False,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, RVQOutput]:
+        """Training pass. audio [B, N] (N a multiple of hop) → (reconstruction [B, N], RVQOutput)."""
+        z = self.analyse(audio)
+        q = self.quantizer(z, levels=levels, update=update, generator=generator)
+        return self.synthesise(self.decoder(q.quantized)), q
+
+
+def _overlap(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """frames [B, T, L] → overlap-added signal [B, (T-1)*hop + L]."""
+    b, t, length = frames.shape
+    return F.fold(frames.transpose(1, 2), (1, (t - 1) * hop + length), (1, length), stride=(1, hop)).reshape(b, -1)
+
+
+class StreamingEncoder:
+    """Feed audio chunks of any length; get the codes of every completed frame.
+
+    push(audio [B, n]) → codes [B, levels, frames completed]; flush() zero-pads the last partial frame.
+    """
+
+    def __init__(self, codec: SpeechCodec, levels: int):
+        self.codec, self.levels = codec, levels
+        self.cache: Cache = {}
+        self.pending: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def push(self, audio: torch.Tensor) -> torch.Tensor:
+        hop = self.codec.cfg.hop
+        x = audio if self.pending is None else torch.cat([self.pending, audio], dim=-1)
+        n = (x.shape[-1] // hop) * hop
+        self.pending = x[:, n:]
+        if n == 0:
+            return torch.zeros(x.shape[0], self.levels, 0, dtype=torch.long)
+        z = self.codec.analyse(x[:, :n], self.cache)
+        return self.codec.quantizer.encode(z, self.levels)
+
+    @torch.no_grad()
+    def flush(self) -> torch.Tensor:
+        if self.pending is None or self.pending.shape[-1] == 0:
+            return torch.zeros(1 if self.pending is None else self.pending.shape[0], self.levels, 0, dtype=torch.long)
+        rest = self.codec.pad(self.pending)
+        self.pending = None
+        return self.push(rest)
+
+
+class StreamingDecoder:
+    """Feed code frames; get every audio sample that no later frame can change.
+
+    push(codes [B, k, t]) → audio [B, m]; flush() → the remaining samples (the last
+    ``n_fft - hop`` of the stream, normalised by the frames that reached them).
+    """
+
+    def __init__(self, codec: SpeechCodec):
+        self.codec = codec
+        self.cache: Cache = {}
+        self.acc: torch.Tensor | None = None  # [B, pending samples], starts at self.start
+        self.env: torch.Tensor | None = None
+        self.start = -(codec.cfg.n_fft - codec.cfg.hop)  # absolute position of acc[:, 0]
+        self.frames = 0
+
+    @torch.no_grad()
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        codec, (n_fft, hop) = self.codec, (self.codec.cfg.n_fft, self.codec.cfg.hop)
+        b, t = codes.shape[0], codes.shape[-1]
+        if t == 0:
+            return torch.zeros(b, 0)
+        spectra = codec.decoder(codec.quantizer.decode(codes), self.cache)
+        frames = torch.fft.irfft(spectra, n=n_fft, dim=-1) * codec.window
+        y = _overlap(frames, hop)
+        env = _overlap((codec.window**2).expand(1, t, n_fft), hop).expand(b, -1)
+        if self.acc is not None:  # the pending tail overlaps the first new frames
+            keep = self.acc.shape[-1]
+            y = torch.cat([y[:, :keep] + self.acc, y[:, keep:]], dim=-1) if keep else y
+            env = torch.cat([env[:, :keep] + self.env, env[:, keep:]], dim=-1) if keep else env
+        self.frames += t
+        final = (self.frames * hop - (n_fft - hop)) - self.start  # samples no later frame reaches
+        return self._emit(y, env, final)
+
+    def _emit(self, y: torch.Tensor, env: torch.Tensor, n: int) -> torch.Tensor:
+        out = y[:, :n] / env[:, :n].clamp_min(1e-6)
+        self.acc, self.env = y[:, n:], env[:, n:]
+        skip = max(0, -self.start)  # positions < 0 belong to the left padding
+        self.start += n
+        return out[:, min(skip, n):]
+
+    @torch.no_grad()
+    def flush(self) -> torch.Tensor:
+        if self.acc is None:
+            return torch.zeros(1, 0)
+        return self._emit(self.acc, self.env, self.acc.shape[-1])

@@ -1,0 +1,139 @@
+"""Train the mmar speech codec (causal STFT encoder, RVQ, iSTFT decoder).
+
+    python recipes/train_codec.py --config recipes/configs/codec_small.json --out runs/codec_small
+    torchrun --nproc_per_node 2 recipes/train_codec.py --config ... --out ...   # DDP (gloo on CPU)
+
+Resumes from ``<out>/state.safetensors`` when it exists. Writes ``metrics.csv`` (step,
+losses, lr, seconds per step) and, at the end, an inference checkpoint in ``<out>/export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from mmar.checkpoint import save_pretrained
+from mmar.data.audio_folder import CropDataset, list_audio
+from mmar.tokenizers.spectral import MultiResolutionLoss
+from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
+from mmar.training import lr_at, load_state, save_state, setup_distributed
+
+
+def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
+    """Quantizer dropout: half the batches use a level count from ``focus`` (the shipped
+    bitrates), the rest a uniform count in 1..k."""
+    if focus and torch.rand((), generator=g) < 0.5:
+        return focus[int(torch.randint(0, len(focus), (), generator=g))]
+    return int(torch.randint(1, k + 1, (), generator=g))
+
+
+@torch.no_grad()
+def evaluate(codec: SpeechCodec, loss_fn, clips: torch.Tensor, levels: list[int]) -> dict[str, float]:
+    """Mean multi-resolution loss on fixed validation crops [M, N] at each level count."""
+    codec.eval()
+    out = {}
+    for n in levels:
+        rec, _ = codec(clips, levels=n)
+        out[f"valid_loss@{n}"] = float(loss_fn(rec, clips))
+    codec.train()
+    return out
+
+
+def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
+    """Run (or resume) the recipe; returns the last logged metrics. ``stop_after`` ends the run
+    early at that step (used to test that resuming equals an uninterrupted run)."""
+    dist_info = setup_distributed()
+    tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
+    torch.manual_seed(tc["seed"])
+    codec = SpeechCodec(CodecConfig(**cfg["model"]))
+    mc = codec.cfg
+    crop = int(dc["crop_seconds"] * mc.sample_rate) // mc.hop * mc.hop
+    items = list_audio(Path(data or dc["train"]), dc.get("split"))
+    dataset = CropDataset(items, mc.sample_rate, crop, gain_db=tuple(dc["gain_db"]))
+    gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
+    loss_fn = MultiResolutionLoss(mc.sample_rate)
+    optim = torch.optim.AdamW(codec.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.safetensors"
+    step = 0
+    if state_path.exists():
+        step = load_state(state_path, codec, optim, gen)
+    elif not bool(codec.quantizer.codebooks[0].initialized):
+        with torch.no_grad():
+            audio = torch.cat([dataset.batch(tc["batch_size"], gen) for _ in range(tc["kmeans_batches"])])
+            codec.quantizer.init_kmeans(codec.analyse(audio), gen)
+    valid = None
+    if dc.get("valid_split") and tc["eval_every"]:
+        vitems = list_audio(Path(data or dc["train"]), dc["valid_split"])
+        valid = CropDataset(vitems, mc.sample_rate, crop * 2, gain_db=(0, 0)).batch(32, torch.Generator().manual_seed(123))
+    model = DDP(codec) if dist_info.world > 1 else codec
+    total, metrics = oc["steps"], {}
+    end = min(total, stop_after) if stop_after else total
+    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="codec", dynamic_ncols=True)
+    log = open(out / "metrics.csv", "a", newline="") if dist_info.main else None
+    writer = csv.writer(log) if log else None
+    if writer and step == 0:
+        writer.writerow(["step", "loss", "recon", "commit", "levels", "lr", "sec_per_step"])
+    t0 = time.time()
+    while step < end:
+        lr = lr_at(step, oc["lr"], oc["warmup"], total)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        audio = dataset.batch(tc["batch_size"], gen)
+        levels = pick_levels(mc.levels, tc["level_focus"], gen)
+        rec, q = model(audio, levels=levels, update=True, generator=gen)
+        recon = loss_fn(rec, audio)
+        loss = recon + tc["commit_weight"] * q.commit
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), oc["grad_clip"])
+        optim.step()
+        step += 1
+        bar.update(1)
+        if writer and step % tc["log_every"] == 0:
+            sps = (time.time() - t0) / tc["log_every"]
+            t0 = time.time()
+            metrics = {"step": step, "loss": float(loss), "recon": float(recon), "commit": float(q.commit), "levels": levels, "lr": lr}
+            writer.writerow([step, f"{float(loss):.5f}", f"{float(recon):.5f}", f"{float(q.commit):.5f}", levels, f"{lr:.3e}", f"{sps:.3f}"])
+            log.flush()
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
+            ev = evaluate(codec, loss_fn, valid, [3, 6, mc.levels])
+            metrics.update(ev)
+            with open(out / "valid.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **ev}) + "\n")
+        if dist_info.main and (step % tc["save_every"] == 0 or step == end):
+            save_state(state_path, codec, optim, step, gen, {"config": cfg})
+    bar.close()
+    if log:
+        log.close()
+    if dist_info.main and step >= total:
+        inference = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
+        save_pretrained(inference, {"kind": "speech_codec", **codec.config_dict()}, out / "export")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--data", help="a manifest.jsonl or a folder of audio files (overrides the config)")
+    ap.add_argument("--steps", type=int, help="override optim.steps")
+    args = ap.parse_args(argv)
+    cfg = json.loads(args.config.read_text())
+    if args.steps:
+        cfg["optim"]["steps"] = args.steps
+    print(json.dumps(train(cfg, args.out, args.data)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mmar.checkpoint import save_pretrained
+from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
+from synth import speechlike
+
+TINY = dict(enc_dim=32, enc_blocks=1, dec_dim=32, dec_blocks=1, latent_dim=16, levels=6, codebook_size=64, n_fft=640)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_dir(tmp_path_factory):
+    """A randomly initialised (k-means-initialised codebooks) tiny codec saved as a checkpoint."""
+    torch.manual_seed(0)
+    codec = SpeechCodec(CodecConfig(**TINY))
+    audio = torch.from_numpy(speechlike(4.0))[None]
+    with torch.no_grad():
+        codec.quantizer.init_kmeans(codec.analyse(codec.pad(audio)), torch.Generator().manual_seed(0))
+    d = tmp_path_factory.mktemp("ckpt") / "tiny-codec"
+    state = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
+    save_pretrained(state, {"kind": "speech_codec", "name": "tiny", **codec.config_dict()}, d)
+    return d
+
+
+@pytest.fixture
+def wav_file(tmp_path):
+    def make(seconds=2.0, sr=16000, channels=1, name="in.wav", seed=0):
+        x = speechlike(seconds, sr, seed)
+        if channels > 1:
+            x = np.stack([x * (0.5 + 0.5 * c / channels) for c in range(channels)], 1)
+        p = tmp_path / name
+        sf.write(p, x, sr)
+        return p
+
+    return make
