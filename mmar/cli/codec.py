@@ -94,14 +94,14 @@ def add_parser(sub) -> None:
 def _bench_codec(args: argparse.Namespace, write_json) -> int:
     from ..bench.codec_systems import mmar_systems
     from ..bench.codec import format_table, run_codec_bench
-    from ..eval.baselines import Codec2, Opus
+    from ..eval.baselines import default_baselines
 
     clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
     if not clips:
         raise MmarError(f"no audio clips in {args.clips}")
     systems = mmar_systems(args.checkpoint, args.bitrates)
-    systems += [Codec2(1600), Codec2(3200), Opus(6), Opus(8)]
-    result = run_codec_bench(clips, systems, args.json, args.png)
+    systems += default_baselines()
+    result = run_codec_bench(clips, systems, args.json, args.png, visqol=False if args.no_visqol else None, log=print)
     print(format_table(result))
     return 0
 
@@ -113,4 +113,5 @@ def add_bench_parser(bsub, write_json) -> None:
     c.add_argument("--checkpoint", type=Path, default=None)
     c.add_argument("--json", type=Path)
     c.add_argument("--png", type=Path, help="spectrograms of the first clip")
+    c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow: ~3 s per clip and system)")
     c.set_defaults(func=lambda a: _bench_codec(a, write_json))

@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then round-trip the bundled real-speech sample through the shipped codec
+#   make test   set up (system packages too, when run as root), then run the whole test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.13.0
+APT     := ffmpeg sox espeak-ng flite codec2 opus-tools
+OUT     ?= runs/demo
+
+.PHONY: demo test setup system-deps bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+
+setup: $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	else echo "not root: install $(APT) yourself for the Codec2/Opus baselines and speech-data tests"; fi
+
+demo: setup
+	mkdir -p $(OUT)
+	$(BIN)/mmar codec encode demos/samples/speech_en.flac -o $(OUT)/speech_en.mmc --bitrate 1.5 -f
+	$(BIN)/mmar codec info $(OUT)/speech_en.mmc
+	$(BIN)/mmar codec decode $(OUT)/speech_en.mmc -o $(OUT)/speech_en.decoded.wav -f
+	@echo "listen: $(OUT)/speech_en.decoded.wav (original: demos/samples/speech_en.flac)"
+
+test: system-deps setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache

@@ -1,0 +1,230 @@
+"""``mmar bench codec``: mmar's codec next to Codec2 and Opus on the same clips.
+
+For every clip x system: bitrate from the encoded file's bytes, PESQ-WB, STOI,
+SI-SDR (and ViSQOL when ``visqol-python`` is installed), and the wall time of
+encode + decode as a real-time factor (seconds per second of audio; < 1 is
+faster than real time). The baselines' RTF includes starting two processes and
+temp-file I/O, about 5-10 ms per call, which dominates on short clips.
+
+All systems run side by side in one process on the same machine, so compare
+RTFs within one table only (see DESIGN.md, "Measuring").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import MmarError
+from ..eval import metrics as M
+
+SR = 16000
+
+
+@runtime_checkable
+class CodecSystem(Protocol):
+    """Anything with a ``name`` and a 16 kHz round trip that also reports its encoded size.
+
+    ``roundtrip(audio)`` takes float32 ``[N]`` mono at 16 kHz and returns the
+    decoded float32 ``[N]`` at 16 kHz, time-aligned with the input, and the
+    number of bytes of the encoded file (header and container included).
+    """
+
+    name: str
+
+    def roundtrip(self, audio: np.ndarray) -> tuple[np.ndarray, int]: ...
+
+
+@dataclass
+class FunctionSystem:
+    """Adapter: make a plain function a :class:`CodecSystem` (e.g. mmar's codec at one bitrate)."""
+
+    name: str
+    fn: Callable[[np.ndarray], tuple[np.ndarray, int]]
+    nominal_kbps: float | None = None
+
+    def roundtrip(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
+        """Call ``fn(audio [N]) -> (decoded [N], nbytes)``."""
+        return self.fn(audio)
+
+
+def load_clip(path: Path, sr: int = SR) -> np.ndarray:
+    """Read an audio file (any soundfile format) as float32 mono ``[N]`` at ``sr``."""
+    import soundfile as sf
+
+    try:
+        audio, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # [N, C]
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / OSError
+        raise MmarError(f"cannot read audio {path}: {e}") from None
+    audio = audio.mean(axis=1)
+    if file_sr != sr:
+        import soxr
+
+        audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32)
+    if audio.size == 0:
+        raise MmarError(f"{path}: no audio samples")
+    return audio
+
+
+def machine_info() -> dict:
+    """Where the numbers came from: CPU counts, torch threads, library and tool versions."""
+    import shutil
+    import subprocess
+
+    info: dict = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        info["torch_threads"] = None
+    if shutil.which("opusenc"):
+        out = subprocess.run(["opusenc", "--version"], capture_output=True, text=True).stdout
+        info["opusenc"] = out.splitlines()[0] if out else None
+    info["visqol_mapper"] = M.visqol_mapper()
+    return info
+
+
+def _metric_fns(use_visqol: bool) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """Metric name -> ``f(ref [N], deg [N]) -> float`` (16 kHz)."""
+    fns: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "pesq_wb": lambda r, d: M.pesq_wb(r, d, SR),
+        "stoi": lambda r, d: M.stoi(r, d, SR),
+        "si_sdr": M.si_sdr,
+    }
+    if use_visqol:
+        fns["visqol"] = lambda r, d: M.visqol(r, d, SR)
+    return fns
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the non-None values (None if there are none)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _write_json(data: dict, path: Path) -> None:
+    """Write ``data`` as JSON via a temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Path | None = None,
+                    png_path: Path | None = None, visqol: bool | None = None,
+                    log: Callable[[str], None] | None = None) -> dict:
+    """Round-trip every clip through every system and score it.
+
+    Args:
+        clips: audio files (resampled to 16 kHz mono).
+        systems: :class:`CodecSystem` objects with distinct names.
+        json_path: if given, write the results there (atomically).
+        png_path: if given, write log-mel spectrograms of the first clip: original + every system.
+        visqol: score ViSQOL too; None = only if ``visqol-python`` is installed.
+        log: called with one progress line per clip x system (e.g. ``print``).
+
+    Returns:
+        ``{"systems": {name: {"nominal_kbps", "mean": {...}, "per_clip": [...]}}, "clips": [...],
+        "metrics": [...], "machine": {...}}``. Per-clip records hold ``nbytes``, ``kbps``, each
+        metric (None where it failed, with the reason under ``errors``), ``wall_s`` and ``rtf``.
+    """
+    if not clips:
+        raise MmarError("bench codec: no clips given")
+    if not systems:
+        raise MmarError("bench codec: no systems given")
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise MmarError(f"bench codec: system names must be distinct, got {names}")
+    use_visqol = M.visqol_available() if visqol is None else visqol
+    fns = _metric_fns(use_visqol)
+    results: dict = {
+        "metrics": list(fns),
+        "clips": [],
+        "systems": {s.name: {"nominal_kbps": getattr(s, "nominal_kbps", None), "per_clip": []} for s in systems},
+        "machine": machine_info(),
+    }
+    first_rows: list[tuple[str, np.ndarray]] = []
+    for ci, clip in enumerate(clips):
+        audio = load_clip(Path(clip))
+        seconds = len(audio) / SR
+        results["clips"].append({"path": str(clip), "seconds": seconds})
+        if ci == 0:
+            first_rows.append((f"original: {Path(clip).name}", audio))
+        for system in systems:
+            t0 = time.perf_counter()
+            decoded, nbytes = system.roundtrip(audio)
+            wall = time.perf_counter() - t0
+            decoded = np.asarray(decoded, dtype=np.float32)
+            if decoded.ndim != 1:
+                raise MmarError(f"{system.name}: roundtrip returned shape {decoded.shape}, expected [N]")
+            rec: dict = {"clip": str(clip), "nbytes": int(nbytes), "kbps": 8.0 * nbytes / seconds / 1000.0,
+                         "len_out": len(decoded), "wall_s": wall, "rtf": wall / seconds, "errors": {}}
+            for mname, fn in fns.items():
+                try:
+                    rec[mname] = fn(audio, decoded)
+                except MmarError as e:
+                    rec[mname] = None
+                    rec["errors"][mname] = str(e)
+            results["systems"][system.name]["per_clip"].append(rec)
+            if ci == 0:
+                first_rows.append((f"{system.name}: {rec['kbps']:.2f} kbps", decoded))
+            if log is not None:
+                scores = " ".join(f"{k}={rec[k]:.3f}" if rec[k] is not None else f"{k}=n/a" for k in fns)
+                log(f"[{ci + 1}/{len(clips)}] {Path(clip).name} {system.name}: {rec['kbps']:.2f} kbps {scores} "
+                    f"rtf={rec['rtf']:.3f}")
+    for entry in results["systems"].values():
+        per = entry["per_clip"]
+        entry["mean"] = {k: _mean([r[k] for r in per]) for k in ["kbps", *fns, "rtf"]}
+        total_s = sum(c["seconds"] for c in results["clips"])
+        entry["mean"]["kbps_pooled"] = 8.0 * sum(r["nbytes"] for r in per) / total_s / 1000.0
+    if png_path is not None:
+        from ..eval.spectrogram import save_spectrograms
+
+        save_spectrograms(first_rows, SR, Path(png_path))
+        results["png"] = str(png_path)
+    if json_path is not None:
+        results["json"] = str(json_path)
+        _write_json(results, Path(json_path))
+    return results
+
+
+_COLUMNS = [("kbps", "kbps", "{:.2f}"), ("pesq_wb", "PESQ-WB", "{:.2f}"), ("stoi", "STOI", "{:.3f}"),
+            ("si_sdr", "SI-SDR", "{:.1f}"), ("visqol", "ViSQOL", "{:.2f}"), ("rtf", "RTF", "{:.3f}")]
+
+
+def format_table(results: dict) -> str:
+    """Means per system as a fixed-width text table (ViSQOL column only if it was scored)."""
+    cols = [c for c in _COLUMNS if c[0] in ("kbps", "rtf") or c[0] in results["metrics"]]
+    header = ["system", *(c[1] for c in cols)]
+    rows = []
+    for name, entry in results["systems"].items():
+        mean = entry["mean"]
+        rows.append([name, *("n/a" if mean.get(k) is None else fmt.format(mean[k]) for k, _, fmt in cols)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    n = len(results["clips"])
+    secs = sum(c["seconds"] for c in results["clips"])
+    out = [f"{n} clip{'s' if n != 1 else ''}, {secs:.1f} s of audio; means per clip; "
+           f"kbps from file bytes; RTF = (encode + decode time) / duration",
+           line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    return "\n".join(out)
