@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from mmar.checkpoint import save_pretrained
-from mmar.data.audio_folder import CropDataset, list_audio
+from mmar.data.crops import CropDataset
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
 from mmar.training import lr_at, load_state, save_state, setup_distributed
@@ -56,8 +56,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     codec = SpeechCodec(CodecConfig(**cfg["model"]))
     mc = codec.cfg
     crop = int(dc["crop_seconds"] * mc.sample_rate) // mc.hop * mc.hop
-    items = list_audio(Path(data or dc["train"]), dc.get("split"))
-    dataset = CropDataset(items, mc.sample_rate, crop, gain_db=tuple(dc["gain_db"]))
+    dataset = CropDataset([Path(p) for p in (data or dc["train"])], mc.sample_rate, crop, gain_db=tuple(dc["gain_db"]))
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     loss_fn = MultiResolutionLoss(mc.sample_rate)
     optim = torch.optim.AdamW(codec.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
@@ -71,9 +70,9 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
             audio = torch.cat([dataset.batch(tc["batch_size"], gen) for _ in range(tc["kmeans_batches"])])
             codec.quantizer.init_kmeans(codec.analyse(audio), gen)
     valid = None
-    if dc.get("valid_split") and tc["eval_every"]:
-        vitems = list_audio(Path(data or dc["train"]), dc["valid_split"])
-        valid = CropDataset(vitems, mc.sample_rate, crop * 2, gain_db=(0, 0)).batch(32, torch.Generator().manual_seed(123))
+    if dc.get("valid") and tc["eval_every"]:
+        vset = CropDataset([Path(p) for p in dc["valid"]], mc.sample_rate, crop * 2, gain_db=(-6, -6))
+        valid = vset.batch(32, torch.Generator().manual_seed(123))
     model = DDP(codec) if dist_info.world > 1 else codec
     total, metrics = oc["steps"], {}
     end = min(total, stop_after) if stop_after else total
@@ -101,10 +100,11 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         if writer and step % tc["log_every"] == 0:
             sps = (time.time() - t0) / tc["log_every"]
             t0 = time.time()
-            metrics = {"step": step, "loss": float(loss), "recon": float(recon), "commit": float(q.commit), "levels": levels, "lr": lr}
-            writer.writerow([step, f"{float(loss):.5f}", f"{float(recon):.5f}", f"{float(q.commit):.5f}", levels, f"{lr:.3e}", f"{sps:.3f}"])
+            lv, rv, cv = loss.item(), recon.item(), q.commit.item()
+            metrics = {"step": step, "loss": lv, "recon": rv, "commit": cv, "levels": levels, "lr": lr}
+            writer.writerow([step, f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}", f"{sps:.3f}"])
             log.flush()
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{lv:.3f}")
         if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
             ev = evaluate(codec, loss_fn, valid, [3, 6, mc.levels])
             metrics.update(ev)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--data", help="a manifest.jsonl or a folder of audio files (overrides the config)")
+    ap.add_argument("--data", nargs="+", help="folders of audio files to train on (override the config)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())

@@ -1,0 +1,77 @@
+"""The codec recipe on its debug config: loss falls, resume == uninterrupted, DDP runs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from synth import speechlike
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+import train_codec  # noqa: E402
+
+DEBUG = json.loads((ROOT / "recipes/configs/codec_debug.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("speech")
+    for i in range(4):
+        sf.write(d / f"clip{i}.wav", speechlike(1.5, seed=i), 16000)
+    return d
+
+
+def cfg(**optim):
+    c = json.loads(json.dumps(DEBUG))
+    c["optim"].update(optim)
+    return c
+
+
+def losses(out: Path) -> list[float]:
+    with open(out / "metrics.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_debug_run_loss_falls_and_exports(data_dir, tmp_path):
+    train_codec.train(cfg(steps=30, lr=3e-3), tmp_path, [str(data_dir)], progress=False)
+    curve = losses(tmp_path)
+    assert len(curve) == 30
+    assert sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
+    assert (tmp_path / "export/model.safetensors").exists()
+    from mmar.tasks.codec import load_codec
+
+    assert load_codec(tmp_path / "export").cfg.levels == DEBUG["model"]["levels"]
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_codec.train(cfg(), a, [str(data_dir)], progress=False)
+    train_codec.train(cfg(), b, [str(data_dir)], stop_after=4, progress=False)
+    assert json.loads((b / "state.json").read_text())["step"] == 4
+    train_codec.train(cfg(), b, [str(data_dir)], progress=False)
+    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert losses(a) == losses(b)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(data_dir, tmp_path):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps(cfg(steps=3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                        str(ROOT / "recipes/train_codec.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
+                        "--data", str(data_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "ddp/export/model.safetensors").exists()
+    assert len(losses(tmp_path / "ddp")) == 3
