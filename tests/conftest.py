@@ -35,3 +35,22 @@ def wav_file(tmp_path):
         return p
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tiny_codec_dir, tmp_path_factory):
+    """Randomly initialised tiny entropy + fine models for the tiny codec (2 of 6 levels sent)."""
+    import json
+    from pathlib import Path
+
+    from mmar.checkpoint import weights_hash
+    from mmar.tasks.codec_lm import build_models
+
+    cfg = json.loads((Path(__file__).parents[1] / "recipes/configs/codec_lm_debug.json").read_text())["model"]
+    torch.manual_seed(1)
+    ent, fine = build_models(cfg)
+    state = {f"entropy.{k}": v for k, v in ent.state_dict().items()} | {f"fine.{k}": v for k, v in fine.state_dict().items()}
+    d = tmp_path_factory.mktemp("lm") / "tiny-lm"
+    codec_hash = weights_hash(tiny_codec_dir / "model.safetensors")
+    save_pretrained(state, {"kind": "speech_lm", "name": "tiny-lm", **cfg, "codec_weights": codec_hash}, d)
+    return d

@@ -16,20 +16,31 @@ def _codec(args):
     return load_codec(args.checkpoint)
 
 
+def _lm(path, needed: bool = True):
+    from ..tasks.codec_lm import load_lm
+
+    return load_lm(path) if needed else None
+
+
 def _encode(args: argparse.Namespace) -> int:
     from ..tasks.codec import encode_file
 
     codec = _codec(args)
-    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet)
+    lm = _lm(args.lm_checkpoint, args.lm)
+    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet, lm=lm)
     size = args.output.stat().st_size
     print(f"{args.output}: {header.duration:.2f} s, {header.levels} levels, {size} bytes, {8 * size / max(header.duration, 1e-9) / 1000:.2f} kbps")
     return 0
 
 
 def _decode(args: argparse.Namespace) -> int:
+    from ..coding.container import ContainerReader
     from ..tasks.codec import decode_file
 
-    header = decode_file(_codec(args), args.input, args.output, args.force, progress=not args.quiet)
+    with ContainerReader(args.input) as r:
+        lm = _lm(args.lm_checkpoint, r.header.mode == "lm")
+    header = decode_file(_codec(args), args.input, args.output, args.force, progress=not args.quiet, lm=lm,
+                         fine=not args.coarse_only)
     print(f"{args.output}: {header.duration:.2f} s at {header.input_rate} Hz")
     return 0
 
@@ -48,6 +59,16 @@ def _info(args: argparse.Namespace) -> int:
         "kbps": round(8 * sizes["total_bytes"] / max(h.duration, 1e-9) / 1000, 3),
         "bits_total": 8 * sizes["total_bytes"], "bits_raw": h.levels * h.bits * frames,
     }
+    if h.mode == "lm":  # the model's cross-entropy of the coded symbols needs the model
+        from ..coding.container import ContainerReader
+        from ..tasks.codec import decode_stream, load_codec
+
+        stats: dict = {}
+        with ContainerReader(args.input) as r:
+            for _ in decode_stream(load_codec(args.checkpoint), r.header, r, _lm(args.lm_checkpoint), fine=False, stats=stats):
+                pass
+        info["bits_model_crossentropy"] = round(stats.get("xent_bits", 0.0), 1)
+        info["lm"] = h.extra.get("lm")
     if args.json:
         print(json.dumps(info, indent=1))
     else:
@@ -67,6 +88,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
     csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
     ck = dict(type=Path, default=None, help="codec checkpoint directory (default: the shipped speech-codec-16k)")
+    lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: the shipped speech-lm-16k)")
 
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
     e.add_argument("input", type=_path_in)
@@ -74,7 +96,9 @@ def add_parser(sub) -> None:
     e.add_argument("-b", "--bitrate", type=float, default=1.5, help="kbps: 1.5, 3 or 6 (levels = bitrate / 0.5)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     e.add_argument("-q", "--quiet", action="store_true")
+    e.add_argument("--lm", action="store_true", help="LM coding: send the LM's coarse levels, range-coded (LMCodec); --bitrate is then not used")
     e.add_argument("--checkpoint", **ck)
+    e.add_argument("--lm-checkpoint", **lmck)
     e.set_defaults(func=_encode)
 
     d = csub.add_parser("decode", help=".mmc → audio at the original sample rate (.wav, .flac, .ogg)")
@@ -82,12 +106,16 @@ def add_parser(sub) -> None:
     d.add_argument("-o", "--output", type=Path, required=True)
     d.add_argument("-f", "--force", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--coarse-only", action="store_true", help="LM-coded files: decode the sent levels alone (no fine-token model)")
     d.add_argument("--checkpoint", **ck)
+    d.add_argument("--lm-checkpoint", **lmck)
     d.set_defaults(func=_decode)
 
     i = csub.add_parser("info", help="what a .mmc file holds (model, duration, levels, bytes, kbps)")
     i.add_argument("input", type=_path_in)
     i.add_argument("--json", action="store_true")
+    i.add_argument("--checkpoint", **ck)
+    i.add_argument("--lm-checkpoint", **lmck)
     i.set_defaults(func=_info)
 
 

@@ -22,7 +22,9 @@ from ..coding.bitpack import pack_codes, packed_size, unpack_codes
 from ..coding.container import ContainerReader, ContainerWriter, container_bytes
 from ..coding.header import Header
 from ..errors import ContainerError, MmarError
+from ..coding.lm_coding import LMEncoder, lm_decode
 from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
+from .codec_lm import FineGenerator, LoadedLM
 
 DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
 CHUNK_FRAMES = 250  # 5 s of codes per container chunk
@@ -64,64 +66,84 @@ def load_codec(path: Path | None = None) -> LoadedCodec:
 
 # -- streaming core ------------------------------------------------------------------------
 def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
-                  levels: int, header_extra: dict | None = None) -> tuple[Header, Iterator[bytes]]:
-    """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, raw chunk payloads)."""
+                  levels: int, lm: LoadedLM | None = None) -> tuple[Header, Iterator[bytes]]:
+    """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, chunk payloads).
+
+    Without ``lm``: ``levels`` levels, bit-packed ("raw"). With ``lm``: its coarse levels,
+    range-coded under its entropy model ("lm"); chunks then hold ``CHUNK_FRAMES`` stream steps.
+    """
     cfg = codec.cfg
     n = input_samples if input_rate == cfg.sample_rate else math.ceil(input_samples * cfg.sample_rate / input_rate)
-    extra = dict(header_extra or {})
+    extra = {}
     if input_rate != cfg.sample_rate:
         extra["ni"] = input_samples
+    if lm is not None:
+        check_lm(codec, lm)
+        levels = lm.coarse
+        extra |= {"lm": lm.model_id, "lmw": lm.weights}
     header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
                     num_samples=n, levels=levels, bits=cfg.codebook_bits, frame_rate=cfg.frame_rate,
-                    chunk_frames=CHUNK_FRAMES, mode="raw", extra=extra)
-
-    def payloads() -> Iterator[bytes]:
-        enc = StreamingEncoder(codec.model, levels)
-        pending = np.zeros((levels, 0), dtype=np.int64)
-        fed = 0
-        for x in _resampled(blocks, input_rate, cfg.sample_rate):
-            x = x[: max(0, n - fed)]
-            fed += len(x)
-            codes = enc.push(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
-            pending = np.concatenate([pending, codes], axis=1)
-            while pending.shape[1] >= CHUNK_FRAMES:
-                yield pack_codes(pending[:, :CHUNK_FRAMES], header.bits)
-                pending = pending[:, CHUNK_FRAMES:]
-        if fed < n:  # the resampler or the file gave fewer samples than announced
-            pending = np.concatenate([pending, enc.push(torch.zeros(1, n - fed))[0].numpy()], axis=1)
-        pending = np.concatenate([pending, enc.flush()[0].numpy()], axis=1)
-        for i in range(0, pending.shape[1], CHUNK_FRAMES):
-            yield pack_codes(pending[:, i : i + CHUNK_FRAMES], header.bits)
-
-    return header, payloads()
+                    chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
+    return header, (_raw_payloads if lm is None else _lm_payloads)(codec, blocks, input_rate, n, levels, lm)
 
 
-def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes]) -> Iterator[np.ndarray]:
-    """Header + raw chunk payloads → float32 mono blocks at the header's input rate (its exact length)."""
-    check_header(codec, header)
+def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
+    """Audio blocks → code blocks int64 [levels, t], exactly ceil(n / hop) frames in all."""
+    enc, fed = StreamingEncoder(codec.model, levels), 0
+    for x in _resampled(blocks, input_rate, codec.cfg.sample_rate):
+        x = x[: max(0, n - fed)]
+        fed += len(x)
+        yield enc.push(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
+    if fed < n:  # the resampler or the file gave fewer samples than announced
+        yield enc.push(torch.zeros(1, n - fed))[0].numpy()
+    yield enc.flush()[0].numpy()
+
+
+def _lm_payloads(codec, blocks, input_rate, n, levels, lm) -> Iterator[bytes]:
+    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window)
+    for codes in _codes_blocks(codec, blocks, input_rate, n, levels):
+        yield from enc.push(codes)
+    yield from enc.flush()
+
+
+def _raw_payloads(codec, blocks, input_rate, n, levels, lm) -> Iterator[bytes]:
+    pending, bits = np.zeros((levels, 0), dtype=np.int64), codec.cfg.codebook_bits
+    for codes in _codes_blocks(codec, blocks, input_rate, n, levels):
+        pending = np.concatenate([pending, codes], axis=1)
+        while pending.shape[1] >= CHUNK_FRAMES:
+            yield pack_codes(pending[:, :CHUNK_FRAMES], bits)
+            pending = pending[:, CHUNK_FRAMES:]
+    for i in range(0, pending.shape[1], CHUNK_FRAMES):
+        yield pack_codes(pending[:, i : i + CHUNK_FRAMES], bits)
+
+
+def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes], lm: LoadedLM | None = None,
+                  fine: bool = True, stats: dict | None = None) -> Iterator[np.ndarray]:
+    """Header + chunk payloads → float32 mono blocks at the header's input rate (its exact length).
+
+    "lm" files need ``lm`` (the models that wrote them); ``fine=False`` decodes the coarse
+    levels alone instead of regenerating the fine ones. ``stats`` receives ``xent_bits``.
+    """
+    check_header(codec, header, lm)
     cfg = codec.cfg
     frames_total = math.ceil(header.num_samples / cfg.hop)
     out_total = header.extra.get("ni", header.num_samples) if header.input_rate != cfg.sample_rate else header.num_samples
     if not isinstance(out_total, int) or out_total < 0:
         raise ContainerError("header field 'ni' is invalid")
+    if header.mode == "lm":
+        blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
+        if fine:
+            gen = FineGenerator(lm)
+            blocks = (gen.push(b) for b in blocks)
+    else:
+        blocks = _raw_blocks(header, payloads, frames_total, cfg.codebook_size)
 
     def audio16k() -> Iterator[np.ndarray]:
-        dec, done, emitted = StreamingDecoder(codec.model), 0, 0
-        for i, payload in enumerate(payloads):
-            t = min(header.chunk_frames, frames_total - done)
-            if t <= 0 or len(payload) != packed_size(header.levels, t, header.bits):
-                raise ContainerError(f"chunk {i} holds {len(payload)} bytes, expected {packed_size(header.levels, max(t, 0), header.bits)}")
-            codes = unpack_codes(payload, header.levels, t, header.bits)
-            if codes.max(initial=0) >= cfg.codebook_size:
-                raise ContainerError(f"chunk {i} holds a code outside the codebook")
-            codes = torch.from_numpy(codes)[None]
-            done += t
-            y = dec.push(codes)[0].numpy()
-            y = y[: max(0, header.num_samples - emitted)]
+        dec, emitted = StreamingDecoder(codec.model), 0
+        for codes in blocks:
+            y = dec.push(torch.from_numpy(codes)[None])[0].numpy()[: max(0, header.num_samples - emitted)]
             emitted += len(y)
             yield y
-        if done != frames_total:
-            raise ContainerError(f"file holds {done} frames, header announces {frames_total}")
         yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
 
     produced = 0
@@ -133,14 +155,39 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes])
         yield np.zeros(out_total - produced, dtype=np.float32)
 
 
-def check_header(codec: LoadedCodec, header: Header) -> None:
+def _raw_blocks(header: Header, payloads: Iterable[bytes], frames_total: int, codebook_size: int) -> Iterator[np.ndarray]:
+    done = 0
+    for i, payload in enumerate(payloads):
+        t = min(header.chunk_frames, frames_total - done)
+        if t <= 0 or len(payload) != packed_size(header.levels, t, header.bits):
+            raise ContainerError(f"chunk {i} holds {len(payload)} bytes, expected {packed_size(header.levels, max(t, 0), header.bits)}")
+        codes = unpack_codes(payload, header.levels, t, header.bits)
+        if codes.max(initial=0) >= codebook_size:
+            raise ContainerError(f"chunk {i} holds a code outside the codebook")
+        done += t
+        yield codes
+    if done != frames_total:
+        raise ContainerError(f"file holds {done} frames, header announces {frames_total}")
+
+
+def check_lm(codec: LoadedCodec, lm: LoadedLM) -> None:
+    """The LM must have been trained on this codec's tokens."""
+    if lm.codec_weights != codec.weights or lm.fine.cfg.num_codebooks > codec.cfg.levels:
+        raise MmarError(f"language model {lm.model_id} was trained for codec weights {lm.codec_weights}, not {codec.weights}")
+
+
+def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None) -> None:
     """Refuse files written by another model or weights, or with settings this codec cannot decode."""
     cfg = codec.cfg
     if header.model != codec.model_id or header.weights != codec.weights:
         raise ContainerError(f"file was written by model {header.model} (weights {header.weights}); this is {codec.model_id} "
                              f"(weights {codec.weights}): decode with the matching --checkpoint")
-    if header.mode != "raw":
-        raise ContainerError(f"coding mode {header.mode!r} is not supported by this decoder")
+    if header.mode == "lm":
+        if lm is None:
+            raise ContainerError("file is LM-coded: it needs the language model that wrote it (--lm-checkpoint)")
+        if (header.extra.get("lm"), header.extra.get("lmw")) != (lm.model_id, lm.weights) or header.levels != lm.coarse:
+            raise ContainerError(f"file was LM-coded by {header.extra.get('lm')} (weights {header.extra.get('lmw')}); "
+                                 f"this is {lm.model_id} (weights {lm.weights})")
     if (header.sample_rate, header.frame_rate, header.bits) != (cfg.sample_rate, cfg.frame_rate, cfg.codebook_bits) or header.levels > cfg.levels:
         raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")
 
@@ -182,20 +229,22 @@ def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int,
 
 
 def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
-                progress: bool = False) -> Header:
-    """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc)."""
+                progress: bool = False, lm: LoadedLM | None = None) -> Header:
+    """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc).
+    With ``lm`` the file is LM-coded (its coarse levels; ``kbps`` is then not used)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise MmarError(f"{dst} exists; use -f to overwrite")
     blocks, rate, frames = _read_blocks(src, progress)
-    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps))
+    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps), lm)
     with ContainerWriter(dst, header, overwrite=overwrite) as w:
         for p in payloads:
             w.write_chunk(p)
     return header
 
 
-def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = False, progress: bool = False) -> Header:
+def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = False, progress: bool = False,
+                lm: LoadedLM | None = None, fine: bool = True) -> Header:
     """Decode a ``.mmc`` file to audio at the original sample rate (format from dst's suffix; 16-bit PCM)."""
     import soundfile as sf
     from tqdm import tqdm
@@ -214,7 +263,7 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
             subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
             with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
                     tqdm(total=header.duration, unit="s", disable=not progress, desc="decode", leave=False) as bar:
-                for y in decode_stream(codec, header, reader):
+                for y in decode_stream(codec, header, reader, lm, fine):
                     out.write(y)
                     bar.update(len(y) / header.input_rate)
             os.replace(tmp, dst)
@@ -225,14 +274,15 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
 
 
 # -- arrays (benchmarks, tests, notebooks) ------------------------------------------------
-def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float) -> bytes:
+def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float, lm: LoadedLM | None = None) -> bytes:
     """audio float32 [N] mono → the bytes of a complete ``.mmc`` file."""
-    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps))
+    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps), lm)
     return container_bytes(header, list(payloads))
 
 
-def decode_array(codec: LoadedCodec, data: bytes) -> tuple[np.ndarray, int]:
+def decode_array(codec: LoadedCodec, data: bytes, lm: LoadedLM | None = None, fine: bool = True,
+                 stats: dict | None = None) -> tuple[np.ndarray, int]:
     """Bytes of a ``.mmc`` file → (audio float32 [N], sample rate)."""
     reader = ContainerReader(data)
-    audio = np.concatenate(list(decode_stream(codec, reader.header, reader)))
+    audio = np.concatenate(list(decode_stream(codec, reader.header, reader, lm, fine, stats)))
     return audio, reader.header.input_rate

@@ -1,0 +1,43 @@
+"""Benchmark clips: held-out utterances concatenated into clips of a fixed length."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .crops import audio_files, load_mono
+
+
+def make_clips(speaker_dirs: list[Path], out_dir: Path, per_speaker: int = 4, seconds: float = 10.0,
+               sample_rate: int = 16000, gap: float = 0.2, seed: int = 0, min_rms: float = 1e-3) -> list[Path]:
+    """Write ``per_speaker`` clips of about ``seconds`` for every folder in ``speaker_dirs``
+    (utterances drawn without replacement, joined with ``gap`` s of silence) → the wav paths."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in speaker_dirs:
+        files = audio_files(d)
+        order = rng.permutation(len(files))
+        pos = 0
+        for i in range(per_speaker):
+            pieces, total = [], 0
+            while total < seconds * sample_rate and pos < len(order):
+                x = load_mono(files[order[pos]], sample_rate)
+                pos += 1
+                if len(x) < sample_rate // 2 or np.sqrt(np.mean(x**2)) < min_rms:
+                    continue
+                pieces += [x, np.zeros(int(gap * sample_rate), np.float32)]
+                total += len(x) + int(gap * sample_rate)
+            if not pieces:
+                break
+            clip = np.concatenate(pieces)[: int(seconds * sample_rate)]
+            path = out_dir / f"{Path(d).name}_{i:02d}.wav"
+            tmp = path.with_name(path.name + ".tmp.wav")
+            sf.write(tmp, clip, sample_rate, subtype="PCM_16")
+            os.replace(tmp, path)
+            paths.append(path)
+    return paths

@@ -1,0 +1,137 @@
+"""Train the LMCodec models on the speech codec's tokens: the entropy model over the coarse
+levels and the fine-token model.
+
+    python recipes/train_codec_lm.py --config recipes/configs/codec_lm_small.json --out runs/codec_lm
+
+Step 1 tokenizes the training (and validation) audio with the codec checkpoint named in the
+config and caches the codes in ``<out>/tokens.safetensors``. Steps 2 and 3 train the two
+models (each resumable from ``<out>/<model>.state.safetensors``, metrics in
+``<out>/<model>_metrics.csv``). The export in ``<out>/export`` is a ``speech_lm`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from mmar.checkpoint import save_pretrained
+from mmar.data.crops import audio_files, load_mono
+from mmar.patterns import SpecialIds
+from mmar.tasks.codec import load_codec
+from mmar.tasks.codec_lm import build_models, entropy_batch, fine_inputs
+from mmar.training import load_state, lr_at, save_state
+
+
+@torch.no_grad()
+def tokenize(codec_dir: Path, dirs: list[str], block_seconds: float = 30.0) -> torch.Tensor:
+    """Encode every file under ``dirs`` with all levels → codes int16 [K, N] (files concatenated)."""
+    codec = load_codec(codec_dir).model
+    parts = []
+    files = [f for d in dirs for f in audio_files(Path(d))]
+    for f in tqdm(files, desc="tokenize", leave=False):
+        x = torch.from_numpy(load_mono(f, codec.sample_rate))
+        if x.abs().max() < 1e-3:
+            continue
+        for i in range(0, len(x), int(block_seconds * codec.sample_rate)):
+            parts.append(codec.encode(x[None, i : i + int(block_seconds * codec.sample_rate)]).codes[0].short())
+    return torch.cat(parts, dim=1)
+
+
+def crops(tokens: torch.Tensor, batch: int, length: int, g: torch.Generator) -> torch.Tensor:
+    """Random crops [B, K, length] (int64) of a token stream [K, N]."""
+    starts = torch.randint(0, tokens.shape[1] - length, (batch,), generator=g)
+    return torch.stack([tokens[:, s : s + length] for s in starts.tolist()]).long()
+
+
+def loss_fn(kind: str, model, codes: torch.Tensor, coarse: int, empty: int) -> torch.Tensor:
+    """Mean cross-entropy in nats per coded symbol. codes [B, K, T] (all levels)."""
+    if kind == "entropy":
+        inp, tgt = entropy_batch(codes[:, :coarse], empty)
+        logits = model.logits(model(codes=inp))  # [B, S, L, V]
+        return F.cross_entropy(logits.flatten(0, 2), tgt.transpose(1, 2).flatten(), ignore_index=empty)
+    logits = model.logits(model(codes=fine_inputs(codes, coarse, empty)))[:, :, coarse:]  # [B, T, F, V]
+    return F.cross_entropy(logits.flatten(0, 2), codes[:, coarse:].transpose(1, 2).flatten())
+
+
+def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Tensor | None, out: Path) -> dict:
+    oc, mc = cfg["optim"][kind], cfg["model"]
+    coarse, empty, length = mc["coarse"], SpecialIds(mc["codebook_size"]).empty, mc["window"]
+    g = torch.Generator().manual_seed(cfg["seed"])
+    optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=(0.9, 0.95), weight_decay=0.01)
+    state = out / f"{kind}.state.safetensors"
+    step = load_state(state, model, optim, g) if state.exists() else 0
+    vset = crops(valid, 16, length, torch.Generator().manual_seed(1)) if valid is not None else None
+    log = open(out / f"{kind}_metrics.csv", "a", newline="")
+    w = csv.writer(log)
+    if step == 0:
+        w.writerow(["step", "bits_per_symbol", "valid_bits_per_symbol", "lr", "sec_per_step"])
+    result, t0 = {}, time.time()
+    for step in tqdm(range(step, oc["steps"]), initial=step, total=oc["steps"], desc=kind, dynamic_ncols=True):
+        lr = lr_at(step, oc["lr"], oc["warmup"], oc["steps"])
+        for group in optim.param_groups:
+            group["lr"] = lr
+        loss = loss_fn(kind, model, crops(tokens, oc["batch_size"], length, g), coarse, empty)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        done = step + 1
+        if done % cfg["log_every"] == 0 or done == oc["steps"]:
+            vb = ""
+            if vset is not None:
+                model.eval()
+                with torch.no_grad():
+                    vb = loss_fn(kind, model, vset, coarse, empty).item() / math.log(2)
+                model.train()
+            result = {"step": done, "bits_per_symbol": loss.item() / math.log(2), "valid_bits_per_symbol": vb}
+            w.writerow([done, f"{result['bits_per_symbol']:.4f}", f"{vb:.4f}" if vb != "" else "", f"{lr:.2e}",
+                        f"{(time.time() - t0) / cfg['log_every']:.3f}"])
+            log.flush()
+            t0 = time.time()
+        if done % cfg["save_every"] == 0 or done == oc["steps"]:
+            save_state(state, model, optim, done, g, {"kind": kind})
+    log.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--codec", type=Path, help="codec checkpoint (overrides the config)")
+    ap.add_argument("--data", nargs="+", help="training audio folders (override the config)")
+    args = ap.parse_args(argv)
+    cfg = json.loads(args.config.read_text())
+    codec_dir = args.codec or Path(cfg["codec"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    tok_path = args.out / "tokens.safetensors"
+    if not tok_path.exists():
+        tensors = {"train": tokenize(codec_dir, args.data or cfg["data"]["train"])}
+        if cfg["data"].get("valid"):
+            tensors["valid"] = tokenize(codec_dir, cfg["data"]["valid"])
+        save_file(tensors, str(tok_path))
+    tokens = load_file(str(tok_path))
+    torch.manual_seed(cfg["seed"])
+    entropy, fine = build_models(cfg["model"])
+    results = {kind: train_one(kind, m, cfg, tokens["train"], tokens.get("valid"), args.out)
+               for kind, m in (("entropy", entropy), ("fine", fine))}
+    codec = load_codec(codec_dir)
+    state = {f"entropy.{k}": v for k, v in entropy.state_dict().items()}
+    state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}
+    save_pretrained(state, {"kind": "speech_lm", "name": cfg["name"], **cfg["model"], "codec_weights": codec.weights}, args.out / "export")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
