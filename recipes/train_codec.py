@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mmar.checkpoint import save_pretrained
@@ -116,9 +117,14 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     if log:
         log.close()
     if dist_info.main and step >= total:
-        inference = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
-        save_pretrained(inference, {"kind": "speech_codec", **codec.config_dict()}, out / "export")
+        export(codec, out / "export")
     return metrics
+
+
+def export(codec: SpeechCodec, out: Path, name: str = "sc16k") -> Path:
+    """Write the inference weights (no EMA statistics) as an fp16 checkpoint directory."""
+    inference = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
+    return save_pretrained(inference, {"kind": "speech_codec", "name": name, **codec.config_dict()}, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--data", nargs="+", help="folders of audio files to train on (override the config)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
+    ap.add_argument("--export-only", type=Path, metavar="DIR", help="export <out>/state.safetensors as it is to DIR and exit")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
+    if args.export_only:
+        codec = SpeechCodec(CodecConfig(**cfg["model"]))
+        codec.load_state_dict({k[6:]: v for k, v in load_file(str(args.out / "state.safetensors")).items() if k.startswith("model.")})
+        print(export(codec, args.export_only))
+        return 0
     if args.steps:
         cfg["optim"]["steps"] = args.steps
     print(json.dumps(train(cfg, args.out, args.data)))

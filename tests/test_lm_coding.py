@@ -82,24 +82,26 @@ def test_file_level_lm_coding(tiny_codec_dir, tiny_lm_dir):
         decode_array(codec, data)
 
 
-def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path):
-    codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
-    src = wav_file(12.5)
+def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path, monkeypatch):
+    import soundfile as sf
+
     import mmar.tasks.codec as task
 
-    old = task.BLOCK_SECONDS
-    task.BLOCK_SECONDS = 1.3  # many small blocks through the streaming encoder
-    try:
-        encode_file(codec, src, tmp_path / "a.mmc", lm=lm)
-    finally:
-        task.BLOCK_SECONDS = old
-    import soundfile as sf
+    codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
+    src = wav_file(12.5)
+    monkeypatch.setattr(task, "CHUNK_FRAMES", 200)
+    monkeypatch.setattr(task, "BLOCK_SECONDS", 1.3)  # many small blocks through the streaming encoder
+    encode_file(codec, src, tmp_path / "a.mmc", lm=lm)
+    monkeypatch.setattr(task, "BLOCK_SECONDS", 100.0)
 
     audio, _ = sf.read(src, dtype="float32")
     assert (tmp_path / "a.mmc").read_bytes() == encode_array(codec, audio, 16000, 1.5, lm=lm)
 
 
-def test_damaged_lm_chunk_names_the_chunk(tiny_codec_dir, tiny_lm_dir):
+def test_damaged_lm_chunk_names_the_chunk(tiny_codec_dir, tiny_lm_dir, monkeypatch):
+    import mmar.tasks.codec as task
+
+    monkeypatch.setattr(task, "CHUNK_FRAMES", 150)  # 3 s per chunk
     codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
     data = bytearray(encode_array(codec, speechlike(12.0), 16000, 1.5, lm=lm))
     r = ContainerReader(bytes(data))

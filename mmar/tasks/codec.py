@@ -27,7 +27,7 @@ from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder
 from .codec_lm import FineGenerator, LoadedLM
 
 DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
-CHUNK_FRAMES = 250  # 5 s of codes per container chunk
+CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
 BLOCK_SECONDS = 10.0  # audio read per step
 
 
