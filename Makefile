@@ -5,10 +5,10 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
-APT     := ffmpeg sox espeak-ng flite codec2 opus-tools
+APT     := ffmpeg sox espeak-ng flite codec2 opus-tools fortunes asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 fillets-ng-data-nl
 OUT     ?= runs/demo
 
-.PHONY: demo test setup system-deps bench clean
+.PHONY: demo test setup system-deps data bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo: setup
 
 test: system-deps setup
 	$(BIN)/python -m pytest
+
+data: system-deps setup
+	$(BIN)/python -m mmar.data.packaged_speech --out data/prep
+	$(BIN)/python -m mmar.data.clips --out data/bench_clips data/prep/valid/ru_RU_f_IvrvoiceRU data/prep/valid/it_IT_m_Carlo
+
+bench: data
+	$(BIN)/mmar bench generate --frames 1000 --codebooks 4 --json runs/bench_generate.json
+	$(BIN)/mmar bench codec --clips data/bench_clips --json runs/bench_codec.json --png runs/bench_codec.png
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache

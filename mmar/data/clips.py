@@ -41,3 +41,22 @@ def make_clips(speaker_dirs: list[Path], out_dir: Path, per_speaker: int = 4, se
             os.replace(tmp, path)
             paths.append(path)
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mmar.data.clips --out data/bench_clips DIR...``: the held-out benchmark clips."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("dirs", nargs="+", type=Path, help="one folder per held-out speaker")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--per-speaker", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    for p in make_clips(args.dirs, args.out, args.per_speaker, args.seconds):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
