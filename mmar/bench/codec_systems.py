@@ -1,37 +1,75 @@
-"""mmar's own codec wrapped as benchmark systems, one per bitrate."""
+"""mmar's own codec wrapped as benchmark systems: one per raw bitrate, plus the LM-coded modes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..coding.container import ContainerReader
 from ..tasks.codec import LoadedCodec, decode_array, encode_array, load_codec
+from ..tasks.codec_lm import DEFAULT_LM_CHECKPOINT, LoadedLM, load_lm
 
 
 @dataclass
 class MmarCodecSystem:
-    """``roundtrip(audio16k [N]) → (decoded [N], bytes of the complete .mmc file)``."""
+    """``roundtrip(audio16k [N]) → (decoded [N], bytes of the complete .mmc file)``; with ``lm`` the
+    file is LM-coded and decoded with (``fine``) or without the fine-token model. ``stats`` sums
+    encode/decode seconds, audio seconds, coded bits, the model's cross-entropy and raw bits."""
 
     codec: LoadedCodec
     kbps: float
+    lm: LoadedLM | None = None
+    fine: bool = True
+    stats: dict = field(default_factory=lambda: {"encode_s": 0.0, "decode_s": 0.0, "audio_s": 0.0,
+                                                 "bits": 0, "xent_bits": 0.0, "raw_bits": 0})
 
     @property
     def name(self) -> str:
-        return f"mmar {self.kbps:g} kbps ({self.codec.levels_for(self.kbps)} levels)"
+        if self.lm is None:
+            return f"mmar {self.kbps:g} kbps ({self.codec.levels_for(self.kbps)} levels)"
+        return f"mmar LM {self.lm.coarse} levels" + (" + fine model" if self.fine else ", coarse only")
 
     @property
-    def nominal_kbps(self) -> float:
-        return self.kbps
+    def nominal_kbps(self) -> float | None:
+        return self.kbps if self.lm is None else None
 
     def roundtrip(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
-        data = encode_array(self.codec, audio, self.codec.cfg.sample_rate, self.kbps)
-        decoded, _ = decode_array(self.codec, data)
+        t0 = time.perf_counter()
+        data = encode_array(self.codec, audio, self.codec.cfg.sample_rate, self.kbps, self.lm)
+        t1 = time.perf_counter()
+        info: dict = {}
+        decoded, _ = decode_array(self.codec, data, self.lm, self.fine, info)
+        t2 = time.perf_counter()
+        h = ContainerReader(data).header
+        frames = -(-h.num_samples // (h.sample_rate // h.frame_rate))
+        st = self.stats
+        st["encode_s"] += t1 - t0
+        st["decode_s"] += t2 - t1
+        st["audio_s"] += len(audio) / self.codec.cfg.sample_rate
+        st["bits"] += 8 * len(data)
+        st["xent_bits"] += info.get("xent_bits", 0.0)
+        st["raw_bits"] += h.levels * h.bits * frames
         return decoded, len(data)
 
+    def summary(self) -> dict:
+        st = self.stats
+        out = {"rtf_encode": st["encode_s"] / max(st["audio_s"], 1e-9), "rtf_decode": st["decode_s"] / max(st["audio_s"], 1e-9),
+               "bits": st["bits"], "raw_bits": st["raw_bits"]}
+        if self.lm is not None:
+            out |= {"xent_bits": round(st["xent_bits"], 1), "bits_over_xent": st["bits"] / max(st["xent_bits"], 1e-9),
+                    "saving_vs_raw": 1 - st["bits"] / max(st["raw_bits"], 1)}
+        return out
 
-def mmar_systems(checkpoint: Path | None, bitrates: list[float]) -> list[MmarCodecSystem]:
-    """One system per requested bitrate, sharing one loaded model."""
+
+def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None) -> list[MmarCodecSystem]:
+    """One system per raw bitrate, plus the two LM modes when an LM checkpoint is given or shipped."""
     codec = load_codec(checkpoint)
-    return [MmarCodecSystem(codec, b) for b in bitrates]
+    systems = [MmarCodecSystem(codec, b) for b in bitrates]
+    lm_path = lm_checkpoint or (DEFAULT_LM_CHECKPOINT if (DEFAULT_LM_CHECKPOINT / "config.json").exists() else None)
+    if lm_path is not None:
+        lm = load_lm(lm_path)
+        systems += [MmarCodecSystem(codec, bitrates[0], lm, fine=True), MmarCodecSystem(codec, bitrates[0], lm, fine=False)]
+    return systems

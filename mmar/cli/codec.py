@@ -127,10 +127,15 @@ def _bench_codec(args: argparse.Namespace, write_json) -> int:
     clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
     if not clips:
         raise MmarError(f"no audio clips in {args.clips}")
-    systems = mmar_systems(args.checkpoint, args.bitrates)
-    systems += default_baselines()
-    result = run_codec_bench(clips, systems, args.json, args.png, visqol=False if args.no_visqol else None, log=print)
+    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint)
+    result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None, log=print)
+    result["mmar"] = {s.name: s.summary() for s in ours}
     print(format_table(result))
+    print("\nmmar timing and coding (real-time factors per direction; LM rows: coded bits vs the model's cross-entropy and vs raw packing)")
+    for name, st in result["mmar"].items():
+        extra = f"  bits/xent {st['bits_over_xent']:.4f}  saving vs raw {100 * st['saving_vs_raw']:.1f}%" if "xent_bits" in st else ""
+        print(f"  {name:<34} encode RTF {st['rtf_encode']:.4f}  decode RTF {st['rtf_decode']:.4f}{extra}")
+    write_json(args.json, result)
     return 0
 
 
@@ -139,6 +144,7 @@ def add_bench_parser(bsub, write_json) -> None:
     c.add_argument("--clips", type=Path, required=True, help="folder of speech clips")
     c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     c.add_argument("--checkpoint", type=Path, default=None)
+    c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")
     c.add_argument("--json", type=Path)
     c.add_argument("--png", type=Path, help="spectrograms of the first clip")
     c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow: ~3 s per clip and system)")

@@ -1,0 +1,36 @@
+"""The benchmark commands print a table and write JSON with the promised fields."""
+
+import json
+
+import soundfile as sf
+
+from mmar.cli import main
+from synth import speechlike
+
+
+def test_bench_generate_reports_cache_vs_recompute(tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert main(["bench", "generate", "--frames", "12", "--codebooks", "2", "--preset", "debug", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for key in ("frames", "seconds_cached", "seconds_uncached", "speedup", "frames_per_second_cached", "identical", "max_abs_logit_diff"):
+        assert key in r
+    assert r["frames"] == 12 and r["identical"] is True and r["max_abs_logit_diff"] <= 1e-5
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sf.write(clips / "a.wav", speechlike(3.0), 16000)
+    out = tmp_path / "c.json"
+    args = ["bench", "codec", "--clips", str(clips), "--checkpoint", str(tiny_codec_dir), "--lm-checkpoint", str(tiny_lm_dir),
+            "--bitrates", "1.5", "--no-visqol", "--json", str(out), "--png", str(tmp_path / "s.png")]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    names = list(r["systems"])
+    assert any("LM" in n and "fine" in n for n in names) and any("coarse only" in n for n in names)
+    lm_row = next(v for k, v in r["mmar"].items() if "fine" in k)
+    assert lm_row["bits"] > 0 and lm_row["xent_bits"] > 0 and 0 < lm_row["rtf_decode"]
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert "saving vs raw" in capsys.readouterr().out
+    assert main(["bench", "codec", "--clips", str(tmp_path / "none")]) == 2
