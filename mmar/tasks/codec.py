@@ -29,6 +29,7 @@ from .codec_lm import FineGenerator, LoadedLM
 DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
 CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
 BLOCK_SECONDS = 10.0  # audio read per step
+PROGRESS_SECONDS = 60.0  # files longer than this get a progress bar
 
 
 @dataclass
@@ -220,7 +221,8 @@ def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int,
     def gen() -> Iterator[np.ndarray]:
         from tqdm import tqdm
 
-        with tqdm(total=info.frames / info.samplerate, unit="s", disable=not progress, desc="encode", leave=False) as bar:
+        long = info.frames / info.samplerate > PROGRESS_SECONDS
+        with tqdm(total=info.frames / info.samplerate, unit="s", disable=not (progress and long), desc="encode", leave=False) as bar:
             for b in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
                 bar.update(len(b) / info.samplerate)
                 yield b.mean(axis=1)
@@ -262,7 +264,8 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
         try:
             subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
             with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
-                    tqdm(total=header.duration, unit="s", disable=not progress, desc="decode", leave=False) as bar:
+                    tqdm(total=header.duration, unit="s", disable=not (progress and header.duration > PROGRESS_SECONDS),
+                         desc="decode", leave=False) as bar:
                 for y in decode_stream(codec, header, reader, lm, fine):
                     out.write(y)
                     bar.update(len(y) / header.input_rate)
