@@ -3,7 +3,8 @@
     python recipes/train_codec.py --config recipes/configs/codec_small.json --out runs/codec_small
     torchrun --nproc_per_node 2 recipes/train_codec.py --config ... --out ...   # DDP (gloo on CPU)
 
-Resumes from ``<out>/state.safetensors`` when it exists. Writes ``metrics.csv`` (step,
+Resumes from ``<out>/state.safetensors`` when it exists. Under DDP the codebooks' EMA buffers
+follow rank 0 (DDP broadcasts buffers before each forward); gradients are averaged as usual. Writes ``metrics.csv`` (step,
 losses, lr, seconds per step) and, at the end, an inference checkpoint in ``<out>/export``.
 """
 

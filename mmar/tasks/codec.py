@@ -29,6 +29,7 @@ from .codec_lm import FineGenerator, LoadedLM
 DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
 CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
 BLOCK_SECONDS = 10.0  # audio read per step
+MAX_CHUNK_FRAMES = 3000
 PROGRESS_SECONDS = 60.0  # files longer than this get a progress bar
 
 
@@ -191,6 +192,8 @@ def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None)
                                  f"this is {lm.model_id} (weights {lm.weights})")
     if (header.sample_rate, header.frame_rate, header.bits) != (cfg.sample_rate, cfg.frame_rate, cfg.codebook_bits) or header.levels > cfg.levels:
         raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")
+    if header.chunk_frames > MAX_CHUNK_FRAMES:  # bounds the work one (possibly forged) chunk can ask for
+        raise ContainerError(f"header announces {header.chunk_frames} frames per chunk (at most {MAX_CHUNK_FRAMES})")
 
 
 def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
