@@ -58,6 +58,9 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     codec = SpeechCodec(CodecConfig(**cfg["model"]))
     mc = codec.cfg
     crop = int(dc["crop_seconds"] * mc.sample_rate) // mc.hop * mc.hop
+    if crop // mc.hop < 1.5 * mc.receptive_field:
+        raise ValueError(f"crops of {crop // mc.hop} frames are too short for a receptive field of "
+                         f"{mc.receptive_field} frames: use at least {1.5 * mc.receptive_field / mc.frame_rate:.2f} s")
     dataset = CropDataset([Path(p) for p in (data or dc["train"])], mc.sample_rate, crop, gain_db=tuple(dc["gain_db"]))
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     loss_fn = MultiResolutionLoss(mc.sample_rate)

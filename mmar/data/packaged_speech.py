@@ -49,7 +49,8 @@ def _write(path: Path, audio: np.ndarray, sr: int) -> None:
     os.replace(tmp, path)
 
 
-def _g722(src: Path, dst: Path) -> None:
+def decode_g722(src: Path, dst: Path) -> None:
+    """Decode an Asterisk G.722 prompt to a 16 kHz mono wav file (atomically)."""
     tmp = dst.with_name(dst.name + ".tmp.wav")
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(src), "-ar", "16000",
                     "-ac", "1", str(tmp)], check=True)
@@ -70,7 +71,7 @@ def asterisk(out: Path, limit: int | None = None) -> int:
             jobs += [(f, out / split / spk / (str(f.relative_to(root)).replace("/", "_")[:-5] + ".wav")) for f in files]
     jobs = [(s, d) for s, d in jobs if not d.exists()]
     with ThreadPoolExecutor(2) as ex:
-        list(ex.map(lambda j: _g722(*j), jobs))
+        list(ex.map(lambda j: decode_g722(*j), jobs))
     return len(jobs)
 
 

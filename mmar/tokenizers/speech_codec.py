@@ -55,6 +55,17 @@ class CodecConfig:
     def codebook_bits(self) -> int:
         return (self.codebook_size - 1).bit_length()
 
+    @property
+    def receptive_field(self) -> int:
+        """Frames of past input that one output frame depends on (encoder STFT + convs, decoder convs + overlap-add).
+
+        Training crops must be clearly longer: a model that only ever sees crops within its
+        receptive field learns to lean on the zero padding at the start, and goes silent
+        once a stream runs longer than that.
+        """
+        overlap = self.n_fft // self.hop - 1
+        return 2 * overlap + (self.enc_blocks + self.dec_blocks) * (self.kernel - 1) + 2 + 1
+
     def levels_for_kbps(self, kbps: float) -> int:
         """Most levels whose raw bitrate (levels × bits × frame rate) stays ≤ kbps."""
         per_level = self.codebook_bits * self.frame_rate / 1000.0
