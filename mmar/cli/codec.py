@@ -13,7 +13,7 @@ from ..errors import MmarError
 def _codec(args):
     from ..tasks.codec import load_codec
 
-    return load_codec(args.checkpoint)
+    return load_codec(args.checkpoint, args.tokenizer)
 
 
 def _lm(path, needed: bool = True):
@@ -65,7 +65,7 @@ def _info(args: argparse.Namespace) -> int:
 
         stats: dict = {}
         with ContainerReader(args.input) as r:
-            for _ in decode_stream(load_codec(args.checkpoint), r.header, r, _lm(args.lm_checkpoint), fine=False, stats=stats):
+            for _ in decode_stream(load_codec(args.checkpoint, args.tokenizer), r.header, r, _lm(args.lm_checkpoint), fine=False, stats=stats):
                 pass
         info["bits_model_crossentropy"] = round(stats.get("xent_bits", 0.0), 1)
         info["lm"] = h.extra.get("lm")
@@ -87,7 +87,10 @@ def _path_in(value: str) -> Path:
 def add_parser(sub) -> None:
     p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
     csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
-    ck = dict(type=Path, default=None, help="codec checkpoint directory (default: the shipped speech-codec-16k)")
+    ck = dict(type=Path, default=None, help="codec checkpoint: a directory (default: the shipped speech-codec-16k), "
+                                           "or with --tokenizer encodec_24khz Meta's .th file")
+    tok = dict(default="mmar", choices=["mmar", "encodec_24khz"], help="which codec (encodec_24khz: pip install 'mmar[encodec]' "
+                                                                     "is not needed; weights come from --checkpoint)")
     lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: the shipped speech-lm-16k)")
 
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
@@ -98,6 +101,7 @@ def add_parser(sub) -> None:
     e.add_argument("-q", "--quiet", action="store_true")
     e.add_argument("--lm", action="store_true", help="LM coding: send the LM's coarse levels, range-coded (LMCodec); --bitrate is then not used")
     e.add_argument("--checkpoint", **ck)
+    e.add_argument("--tokenizer", **tok)
     e.add_argument("--lm-checkpoint", **lmck)
     e.set_defaults(func=_encode)
 
@@ -108,6 +112,7 @@ def add_parser(sub) -> None:
     d.add_argument("-q", "--quiet", action="store_true")
     d.add_argument("--coarse-only", action="store_true", help="LM-coded files: decode the sent levels alone (no fine-token model)")
     d.add_argument("--checkpoint", **ck)
+    d.add_argument("--tokenizer", **tok)
     d.add_argument("--lm-checkpoint", **lmck)
     d.set_defaults(func=_decode)
 
@@ -115,6 +120,7 @@ def add_parser(sub) -> None:
     i.add_argument("input", type=_path_in)
     i.add_argument("--json", action="store_true")
     i.add_argument("--checkpoint", **ck)
+    i.add_argument("--tokenizer", **tok)
     i.add_argument("--lm-checkpoint", **lmck)
     i.set_defaults(func=_info)
 

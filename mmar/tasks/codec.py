@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_pretrained
+from ..checkpoint import load_pretrained, weights_hash
 from ..coding.bitpack import pack_codes, packed_size, unpack_codes
 from ..coding.container import ContainerReader, ContainerWriter, container_bytes
 from ..coding.header import Header
 from ..errors import ContainerError, MmarError
 from ..coding.lm_coding import LMEncoder, lm_decode
+from ..tokenizers.encodec import EncodecConfig, EncodecModel, load_encodec
 from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
 from .codec_lm import FineGenerator, LoadedLM
 
@@ -37,13 +38,23 @@ PROGRESS_SECONDS = 60.0  # files longer than this get a progress bar
 class LoadedCodec:
     """A speech codec with the identity that goes into file headers."""
 
-    model: SpeechCodec
+    model: SpeechCodec | EncodecModel
     model_id: str
     weights: str  # 8 hex digits of the weights' SHA-256
 
     @property
-    def cfg(self) -> CodecConfig:
+    def cfg(self) -> CodecConfig | EncodecConfig:
         return self.model.cfg
+
+    def stream_encoder(self, levels: int):
+        """push(audio [1, n]) → codes [1, levels, t]; flush()."""
+        if isinstance(self.model, SpeechCodec):
+            return StreamingEncoder(self.model, levels)
+        return _BlockEncoder(self.model, levels)
+
+    def stream_decoder(self):
+        """push(codes [1, k, t]) → audio [1, m]; flush()."""
+        return StreamingDecoder(self.model) if isinstance(self.model, SpeechCodec) else _BlockDecoder(self.model)
 
     def levels_for(self, kbps: float) -> int:
         if kbps <= 0:
@@ -51,8 +62,47 @@ class LoadedCodec:
         return self.cfg.levels_for_kbps(kbps)
 
 
-def load_codec(path: Path | None = None) -> LoadedCodec:
-    """Load a speech-codec checkpoint directory (default: the shipped ``checkpoints/speech-codec-16k``)."""
+class _BlockEncoder:
+    """For tokenizers without streaming state (the EnCodec backend): each pushed block of whole
+    frames is encoded on its own, so codes near block starts differ from a whole-file pass."""
+
+    def __init__(self, model: EncodecModel, levels: int):
+        self.model, self.levels, self.pending = model, levels, torch.zeros(1, 0)
+
+    def push(self, audio: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.pending, audio], dim=-1)
+        n = x.shape[-1] // self.model.cfg.hop * self.model.cfg.hop
+        self.pending = x[:, n:]
+        return self.model.encode(x[:, :n], self.levels).codes if n else torch.zeros(1, self.levels, 0, dtype=torch.long)
+
+    def flush(self) -> torch.Tensor:
+        rest, self.pending = self.pending, torch.zeros(1, 0)
+        return self.model.encode(rest, self.levels).codes if rest.shape[-1] else torch.zeros(1, self.levels, 0, dtype=torch.long)
+
+
+class _BlockDecoder:
+    def __init__(self, model: EncodecModel):
+        self.model = model
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(codes) if codes.shape[-1] else torch.zeros(1, 0)
+
+    def flush(self) -> torch.Tensor:
+        return torch.zeros(1, 0)
+
+
+TOKENIZERS = ("mmar", "encodec_24khz")
+
+
+def load_codec(path: Path | None = None, tokenizer: str = "mmar") -> LoadedCodec:
+    """Load a speech-codec checkpoint directory (default: the shipped ``checkpoints/speech-codec-16k``),
+    or with ``tokenizer="encodec_24khz"`` Meta's EnCodec 24 kHz checkpoint file (``.th``/``.safetensors``)."""
+    if tokenizer == "encodec_24khz":
+        if path is None:
+            raise MmarError("the EnCodec backend needs --checkpoint PATH to Meta's encodec_24khz .th file")
+        return LoadedCodec(load_encodec(path).eval(), "encodec_24khz", weights_hash(Path(path)))
+    if tokenizer != "mmar":
+        raise MmarError(f"unknown tokenizer {tokenizer!r}; choose from {', '.join(TOKENIZERS)}")
     path = Path(path) if path else DEFAULT_CHECKPOINT
     state, config, digest = load_pretrained(path)
     if config.get("kind") != "speech_codec":
@@ -91,7 +141,7 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
     """Audio blocks → code blocks int64 [levels, t], exactly ceil(n / hop) frames in all."""
-    enc, fed = StreamingEncoder(codec.model, levels), 0
+    enc, fed = codec.stream_encoder(levels), 0
     for x in _resampled(blocks, input_rate, codec.cfg.sample_rate):
         x = x[: max(0, n - fed)]
         fed += len(x)
@@ -141,7 +191,7 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
         blocks = _raw_blocks(header, payloads, frames_total, cfg.codebook_size)
 
     def audio16k() -> Iterator[np.ndarray]:
-        dec, emitted = StreamingDecoder(codec.model), 0
+        dec, emitted = codec.stream_decoder(), 0
         for codes in blocks:
             y = dec.push(torch.from_numpy(codes)[None])[0].numpy()[: max(0, header.num_samples - emitted)]
             emitted += len(y)
