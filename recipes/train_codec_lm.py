@@ -40,7 +40,7 @@ def tokenize(codec_dir: Path, dirs: list[str], block_seconds: float = 30.0) -> t
     files = [f for d in dirs for f in audio_files(Path(d))]
     for f in tqdm(files, desc="tokenize", leave=False):
         x = torch.from_numpy(load_mono(f, codec.sample_rate))
-        if x.abs().max() < 1e-3:
+        if x.numel() < codec.cfg.hop or x.abs().max() < 1e-3:  # empty or silent files
             continue
         for i in range(0, len(x), int(block_seconds * codec.sample_rate)):
             parts.append(codec.encode(x[None, i : i + int(block_seconds * codec.sample_rate)]).codes[0].short())
