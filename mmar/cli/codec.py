@@ -137,7 +137,7 @@ def _bench_codec(args: argparse.Namespace, write_json) -> int:
     result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None, log=print)
     result["mmar"] = {s.name: s.summary() for s in ours}
     print(format_table(result))
-    print("\nmmar timing and coding (real-time factors per direction; LM rows: coded bits vs the model's cross-entropy and vs raw packing)")
+    print("\nmmar timing and coding (real-time factors per direction; LM rows: payload bits vs the model's cross-entropy and vs raw packing)")
     for name, st in result["mmar"].items():
         extra = f"  bits/xent {st['bits_over_xent']:.4f}  saving vs raw {100 * st['saving_vs_raw']:.1f}%" if "xent_bits" in st else ""
         print(f"  {name:<34} encode RTF {st['rtf_encode']:.4f}  decode RTF {st['rtf_decode']:.4f}{extra}")
