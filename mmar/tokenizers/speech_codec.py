@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .base import Encoded
 from .rvq import ResidualVQ, RVQOutput
-from .spectral import causal_frames, hann, log_magnitude
+from .spectral import causal_frames, hann, log_magnitude, overlap_add
 
 Cache = dict  # module id → left context [B, C, k-1]; None means "offline, zero history"
 
@@ -193,8 +193,8 @@ class SpeechCodec(nn.Module):
         n_fft, hop = self.cfg.n_fft, self.cfg.hop
         frames = torch.fft.irfft(spectra, n=n_fft, dim=-1) * self.window
         t = frames.shape[1]
-        y = _overlap(frames, hop)
-        env = _overlap((self.window**2).expand(1, t, n_fft), hop)
+        y = overlap_add(frames, hop)
+        env = overlap_add((self.window**2).expand(1, t, n_fft), hop)
         ctx = n_fft - hop
         return y[:, ctx:] / env[:, ctx:].clamp_min(1e-6)
 
@@ -204,12 +204,6 @@ class SpeechCodec(nn.Module):
         z = self.analyse(audio)
         q = self.quantizer(z, levels=levels, update=update, generator=generator)
         return self.synthesise(self.decoder(q.quantized)), q
-
-
-def _overlap(frames: torch.Tensor, hop: int) -> torch.Tensor:
-    """frames [B, T, L] → overlap-added signal [B, (T-1)*hop + L]."""
-    b, t, length = frames.shape
-    return F.fold(frames.transpose(1, 2), (1, (t - 1) * hop + length), (1, length), stride=(1, hop)).reshape(b, -1)
 
 
 class StreamingEncoder:
@@ -266,8 +260,8 @@ class StreamingDecoder:
             return torch.zeros(b, 0)
         spectra = codec.decoder(codec.quantizer.decode(codes), self.cache)
         frames = torch.fft.irfft(spectra, n=n_fft, dim=-1) * codec.window
-        y = _overlap(frames, hop)
-        env = _overlap((codec.window**2).expand(1, t, n_fft), hop).expand(b, -1)
+        y = overlap_add(frames, hop)
+        env = overlap_add((codec.window**2).expand(1, t, n_fft), hop).expand(b, -1)
         if self.acc is not None:  # the pending tail overlaps the first new frames
             keep = self.acc.shape[-1]
             y = torch.cat([y[:, :keep] + self.acc, y[:, keep:]], dim=-1) if keep else y
