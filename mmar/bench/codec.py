@@ -121,7 +121,7 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _write_json(data: dict, path: Path) -> None:
+def write_json(data: dict, path: Path) -> None:
     """Write ``data`` as JSON via a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Pa
         results["png"] = str(png_path)
     if json_path is not None:
         results["json"] = str(json_path)
-        _write_json(results, Path(json_path))
+        write_json(results, Path(json_path))
     return results
 
 

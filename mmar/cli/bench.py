@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 from ..errors import MmarError
 
 
-def _write_json(path: Path | None, data: dict) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _generate(args: argparse.Namespace) -> int:
+    from ..bench.codec import write_json
     from ..bench.generate import format_table, run_generate_bench
 
     if args.frames < 1 or args.codebooks < 1:
         raise MmarError("--frames and --codebooks must be positive")
     result = run_generate_bench(args.frames, args.codebooks, args.preset, args.prompt_frames, args.seed)
     print(format_table(result))
-    _write_json(args.json, result)
+    if args.json:
+        write_json(result, args.json)
     return 0
 
 
@@ -43,4 +34,4 @@ def add_parser(sub) -> None:
     g.set_defaults(func=_generate)
     from .codec import add_bench_parser
 
-    add_bench_parser(bsub, _write_json)
+    add_bench_parser(bsub)

@@ -125,9 +125,9 @@ def add_parser(sub) -> None:
     i.set_defaults(func=_info)
 
 
-def _bench_codec(args: argparse.Namespace, write_json) -> int:
+def _bench_codec(args: argparse.Namespace) -> int:
     from ..bench.codec_systems import mmar_systems
-    from ..bench.codec import format_table, run_codec_bench
+    from ..bench.codec import format_table, run_codec_bench, write_json
     from ..eval.baselines import default_baselines
 
     clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
@@ -141,11 +141,12 @@ def _bench_codec(args: argparse.Namespace, write_json) -> int:
     for name, st in result["mmar"].items():
         extra = f"  bits/xent {st['bits_over_xent']:.4f}  saving vs raw {100 * st['saving_vs_raw']:.1f}%" if "xent_bits" in st else ""
         print(f"  {name:<34} encode RTF {st['rtf_encode']:.4f}  decode RTF {st['rtf_decode']:.4f}{extra}")
-    write_json(args.json, result)
+    if args.json:
+        write_json(result, args.json)
     return 0
 
 
-def add_bench_parser(bsub, write_json) -> None:
+def add_bench_parser(bsub) -> None:
     c = bsub.add_parser("codec", help="mmar codec vs Codec2 and Opus on the same clips (PESQ-WB, STOI, SI-SDR, RTF)")
     c.add_argument("--clips", type=Path, required=True, help="folder of speech clips")
     c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
@@ -154,4 +155,4 @@ def add_bench_parser(bsub, write_json) -> None:
     c.add_argument("--json", type=Path)
     c.add_argument("--png", type=Path, help="spectrograms of the first clip")
     c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow: ~3 s per clip and system)")
-    c.set_defaults(func=lambda a: _bench_codec(a, write_json))
+    c.set_defaults(func=_bench_codec)

@@ -136,7 +136,8 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
                     num_samples=n, levels=levels, bits=cfg.codebook_bits, frame_rate=cfg.frame_rate,
                     chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
-    return header, (_raw_payloads if lm is None else _lm_payloads)(codec, blocks, input_rate, n, levels, lm)
+    codes = _codes_blocks(codec, blocks, input_rate, n, levels)
+    return header, (_raw_payloads(codes, levels, cfg.codebook_bits) if lm is None else _lm_payloads(codes, lm))
 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
@@ -151,16 +152,16 @@ def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     yield enc.flush()[0].numpy()
 
 
-def _lm_payloads(codec, blocks, input_rate, n, levels, lm) -> Iterator[bytes]:
+def _lm_payloads(code_blocks: Iterable[np.ndarray], lm: LoadedLM) -> Iterator[bytes]:
     enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window)
-    for codes in _codes_blocks(codec, blocks, input_rate, n, levels):
+    for codes in code_blocks:
         yield from enc.push(codes)
     yield from enc.flush()
 
 
-def _raw_payloads(codec, blocks, input_rate, n, levels, lm) -> Iterator[bytes]:
-    pending, bits = np.zeros((levels, 0), dtype=np.int64), codec.cfg.codebook_bits
-    for codes in _codes_blocks(codec, blocks, input_rate, n, levels):
+def _raw_payloads(code_blocks: Iterable[np.ndarray], levels: int, bits: int) -> Iterator[bytes]:
+    pending = np.zeros((levels, 0), dtype=np.int64)
+    for codes in code_blocks:
         pending = np.concatenate([pending, codes], axis=1)
         while pending.shape[1] >= CHUNK_FRAMES:
             yield pack_codes(pending[:, :CHUNK_FRAMES], bits)

@@ -106,8 +106,8 @@ class ResidualVQ(nn.Module):
         ``quantized`` sums only the first ``levels`` (quantizer dropout picks it per batch)."""
         b, d, t = z.shape
         levels = self.levels if levels is None else levels
-        r = z.transpose(1, 2).reshape(-1, d)
-        out = torch.zeros_like(r)
+        zf = z.transpose(1, 2).reshape(-1, d)
+        r, out = zf, torch.zeros_like(zf)
         codes, commit = [], z.new_zeros(())
         for k, cb in enumerate(self.codebooks):
             idx, q = cb.quantize(r.detach())
@@ -118,7 +118,6 @@ class ResidualVQ(nn.Module):
                 out = out + q
             codes.append(idx)
             r = r - q
-        zf = z.transpose(1, 2).reshape(-1, d)
         quantized = zf + (out - zf).detach()  # straight-through estimator
         return RVQOutput(
             quantized=quantized.reshape(b, t, d).transpose(1, 2),

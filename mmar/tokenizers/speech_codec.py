@@ -230,11 +230,10 @@ class StreamingEncoder:
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor:
-        if self.pending is None or self.pending.shape[-1] == 0:
-            return torch.zeros(1 if self.pending is None else self.pending.shape[0], self.levels, 0, dtype=torch.long)
-        rest = self.codec.pad(self.pending)
-        self.pending = None
-        return self.push(rest)
+        rest, self.pending = self.pending, None
+        if rest is None or rest.shape[-1] == 0:
+            return torch.zeros(1 if rest is None else rest.shape[0], self.levels, 0, dtype=torch.long)
+        return self.push(self.codec.pad(rest))
 
 
 class StreamingDecoder:
