@@ -32,6 +32,7 @@ class TransformerConfig:
     n_heads: int = 4
     mlp_hidden: int = 0  # 0 → SwiGLU default: 8/3 · dim rounded up to a multiple of 64
     num_codebooks: int = 4  # K input embeddings summed per step, K output heads
+    out_codebooks: int = 0  # > 0: this many output heads instead of K (inputs and outputs differ)
     codebook_size: int = 1024
     n_special: int = 5  # empty, eos, mask×3 (patterns.SpecialIds)
     latent_dim: int = 0  # > 0: continuous latents [B, S, latent_dim] can be fed through a linear adapter
@@ -43,6 +44,11 @@ class TransformerConfig:
     @property
     def vocab(self) -> int:
         return self.codebook_size + self.n_special
+
+    @property
+    def heads_k(self) -> int:
+        """Number of output heads."""
+        return self.out_codebooks or self.num_codebooks
 
     @property
     def head_dim(self) -> int:
@@ -170,7 +176,7 @@ class CausalTransformer(nn.Module):
         self.prefix_emb = nn.Embedding(cfg.prefix_vocab, cfg.dim) if cfg.prefix_vocab else None
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.heads = nn.Linear(cfg.dim, cfg.num_codebooks * cfg.vocab, bias=False)  # K heads fused
+        self.heads = nn.Linear(cfg.dim, cfg.heads_k * cfg.vocab, bias=False)  # K heads fused
         self.apply(self._init)
 
     def _init(self, m: nn.Module) -> None:
@@ -216,9 +222,9 @@ class CausalTransformer(nn.Module):
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [B, S, D] → logits [B, S, K, vocab]."""
+        """hidden [B, S, D] → logits [B, S, K, vocab] (K = ``cfg.heads_k``)."""
         b, s, _ = hidden.shape
-        return self.heads(hidden).view(b, s, self.cfg.num_codebooks, self.cfg.vocab)
+        return self.heads(hidden).view(b, s, self.cfg.heads_k, self.cfg.vocab)
 
 
 class KVCache(nn.Module):

@@ -28,7 +28,7 @@ from mmar.checkpoint import save_pretrained
 from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
 from mmar.tasks.codec import load_codec
-from mmar.tasks.codec_lm import build_models, entropy_batch, fine_inputs
+from mmar.tasks.codec_lm import build_models, entropy_batch
 from mmar.training import load_state, lr_at, save_state
 
 
@@ -59,7 +59,7 @@ def loss_fn(kind: str, model, codes: torch.Tensor, coarse: int, empty: int) -> t
         inp, tgt = entropy_batch(codes[:, :coarse], empty)
         logits = model.logits(model(codes=inp))  # [B, S, L, V]
         return F.cross_entropy(logits.flatten(0, 2), tgt.transpose(1, 2).flatten(), ignore_index=empty)
-    logits = model.logits(model(codes=fine_inputs(codes, coarse, empty)))[:, :, coarse:]  # [B, T, F, V]
+    logits = model.logits(model(codes=codes[:, :coarse]))  # [B, T, F, V]: fine levels from the coarse ones
     return F.cross_entropy(logits.flatten(0, 2), codes[:, coarse:].transpose(1, 2).flatten())
 
 
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--codec", type=Path, help="codec checkpoint (overrides the config)")
     ap.add_argument("--data", nargs="+", help="training audio folders (override the config)")
+    ap.add_argument("--only", choices=["entropy", "fine"], help="train this model only (no export)")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     codec_dir = args.codec or Path(cfg["codec"])
@@ -124,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg["seed"])
     entropy, fine = build_models(cfg["model"])
     results = {kind: train_one(kind, m, cfg, tokens["train"], tokens.get("valid"), args.out)
-               for kind, m in (("entropy", entropy), ("fine", fine))}
+               for kind, m in (("entropy", entropy), ("fine", fine)) if args.only in (None, kind)}
+    if args.only:
+        print(json.dumps(results))
+        return 0
     codec = load_codec(codec_dir)
     state = {f"entropy.{k}": v for k, v in entropy.state_dict().items()}
     state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}

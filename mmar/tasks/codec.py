@@ -183,18 +183,20 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
     out_total = header.extra.get("ni", header.num_samples) if header.input_rate != cfg.sample_rate else header.num_samples
     if not isinstance(out_total, int) or out_total < 0:
         raise ContainerError("header field 'ni' is invalid")
+    dec = codec.stream_decoder()
+    push = lambda codes: dec.push(torch.from_numpy(codes)[None])  # noqa: E731
     if header.mode == "lm":
         blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
         if fine:
-            gen = FineGenerator(lm)
-            blocks = (gen.push(b) for b in blocks)
+            gen = FineGenerator(lm, [cb.codebook for cb in codec.model.quantizer.codebooks])
+            push = lambda codes: dec.push_latents(gen.push(codes))  # noqa: E731
     else:
         blocks = _raw_blocks(header, payloads, frames_total, cfg.codebook_size)
 
     def audio16k() -> Iterator[np.ndarray]:
-        dec, emitted = codec.stream_decoder(), 0
+        emitted = 0
         for codes in blocks:
-            y = dec.push(torch.from_numpy(codes)[None])[0].numpy()[: max(0, header.num_samples - emitted)]
+            y = push(codes)[0].numpy()[: max(0, header.num_samples - emitted)]
             emitted += len(y)
             yield y
         yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
@@ -225,7 +227,7 @@ def _raw_blocks(header: Header, payloads: Iterable[bytes], frames_total: int, co
 
 def check_lm(codec: LoadedCodec, lm: LoadedLM) -> None:
     """The LM must have been trained on this codec's tokens."""
-    if lm.codec_weights != codec.weights or lm.fine.cfg.num_codebooks > codec.cfg.levels:
+    if lm.codec_weights != codec.weights or lm.levels > codec.cfg.levels:
         raise MmarError(f"language model {lm.model_id} was trained for codec weights {lm.codec_weights}, not {codec.weights}")
 
 

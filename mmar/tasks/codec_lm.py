@@ -2,8 +2,9 @@
 (drives range coding, see :mod:`mmar.coding.lm_coding`) and a fine-token model that
 regenerates the fine levels at the receiver.
 
-Fine-token model layout: at frame t its input is the coarse codes of frame t plus the fine
-codes of frame t-1 (empty at t=0); heads L.. predict the fine codes of frame t, taken greedily.
+Fine-token model layout: its input at frame t is the coarse codes of frame t (so it sees the
+coarse codes of frames ≤ t, never its own guesses); its heads predict the fine codes of frame t.
+Frames are independent given the coarse codes, so a whole block of frames is one forward pass.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ class LoadedLM:
     weights: str
     codec_weights: str  # the codec whose tokens the models were trained on
 
+    @property
+    def levels(self) -> int:
+        """Levels the decoder outputs: the coarse ones sent plus the fine ones predicted."""
+        return self.coarse + self.fine.cfg.heads_k
+
 
 def build_models(cfg: dict) -> tuple[CausalTransformer, CausalTransformer]:
     """Config dict (see recipes/configs/codec_lm_*.json "model") → (entropy, fine) models."""
     coarse, levels = cfg["coarse"], cfg["levels"]
     ent = CausalTransformer(TransformerConfig(**{**cfg["entropy"], "num_codebooks": coarse, "codebook_size": cfg["codebook_size"]}))
-    fine = CausalTransformer(TransformerConfig(**{**cfg["fine"], "num_codebooks": levels, "codebook_size": cfg["codebook_size"]}))
+    fine = CausalTransformer(TransformerConfig(**{**cfg["fine"], "num_codebooks": coarse, "out_codebooks": levels - coarse,
+                                                  "codebook_size": cfg["codebook_size"]}))
     return ent, fine
 
 
@@ -67,29 +74,33 @@ def entropy_batch(coarse: torch.Tensor, empty: int) -> tuple[torch.Tensor, torch
     return torch.cat([start, stream[..., :-1]], dim=-1), stream
 
 
-def fine_inputs(codes: torch.Tensor, coarse: int, empty: int) -> torch.Tensor:
-    """codes [B, K, T] → fine-model inputs [B, K, T]: coarse levels of frame t, fine levels of frame t-1."""
-    fine_prev = torch.cat([torch.full_like(codes[:, coarse:, :1], empty), codes[:, coarse:, :-1]], dim=-1)
-    return torch.cat([codes[:, :coarse], fine_prev], dim=1)
-
-
 class FineGenerator:
-    """Streaming fine-level prediction: push(coarse [L, t]) → all levels [K, t] (greedy, one step per frame)."""
+    """Streaming fine-level prediction: push(coarse [L, t]) → latents [1, D, t] for the codec decoder.
 
-    def __init__(self, lm: LoadedLM):
-        self.lm, self.model = lm, lm.fine
-        self.ids = SpecialIds(self.model.cfg.codebook_size)
-        self.cache = KVCache(self.model.cfg, 1, capacity=lm.window, window=lm.window)
-        self.prev = torch.full((self.model.cfg.num_codebooks - lm.coarse,), self.ids.empty)
+    The latent of a frame is the sum of its coarse codebook vectors plus, per fine level, the
+    codebook vector expected under the model's distribution (``mode="mean"``, the model's
+    minimum-squared-error estimate of the fine residual) or the most likely one (``"greedy"``).
+    """
+
+    def __init__(self, lm: LoadedLM, codebooks: list[torch.Tensor], mode: str = "mean"):
+        if mode not in ("mean", "greedy"):
+            raise ValueError(f"unknown fine mode {mode!r}")
+        self.lm, self.model, self.mode = lm, lm.fine, mode
+        self.coarse_books = codebooks[: lm.coarse]  # L × [V, D]
+        self.fine_books = torch.stack(codebooks[lm.coarse : lm.levels])  # [F, V, D]
+        self.cache = KVCache(self.model.cfg, 1, capacity=2 * lm.window - 1, window=lm.window)
 
     @torch.no_grad()
-    def push(self, coarse: np.ndarray) -> np.ndarray:
-        c, size = self.lm.coarse, self.model.cfg.codebook_size
-        out = np.zeros((self.model.cfg.num_codebooks, coarse.shape[1]), dtype=np.int64)
-        out[:c] = coarse
-        for t in range(coarse.shape[1]):
-            tokens = torch.cat([torch.from_numpy(coarse[:, t]), self.prev]).view(1, -1, 1)
-            logits = self.model.logits(self.model(codes=tokens, cache=self.cache))[0, 0, c:, :size]
-            self.prev = logits.argmax(-1)
-            out[c:, t] = self.prev.numpy()
-        return out
+    def push(self, coarse: np.ndarray) -> torch.Tensor:
+        codes = torch.from_numpy(coarse).long()
+        z = sum(book[codes[k]] for k, book in enumerate(self.coarse_books))  # [t, D]
+        size, parts = self.model.cfg.codebook_size, []
+        for i in range(0, codes.shape[1], self.lm.window):  # appends of ≤ window frames fit the ring
+            logits = self.model.logits(self.model(codes=codes[None, :, i : i + self.lm.window], cache=self.cache))[0, :, :, :size]
+            if self.mode == "mean":
+                parts.append(torch.einsum("tfv,fvd->td", logits.softmax(-1), self.fine_books))
+            else:
+                idx = logits.argmax(-1)  # [t, F]
+                parts.append(self.fine_books[torch.arange(idx.shape[1]), idx].sum(1))
+        fine = torch.cat(parts) if parts else torch.zeros_like(z)
+        return (z + fine).T[None]

@@ -239,7 +239,7 @@ class StreamingEncoder:
 class StreamingDecoder:
     """Feed code frames; get every audio sample that no later frame can change.
 
-    push(codes [B, k, t]) → audio [B, m]; flush() → the remaining samples (the last
+    push(codes [B, k, t]) or push_latents(z [B, D, t]) → audio [B, m]; flush() → the remaining samples (the last
     ``n_fft - hop`` of the stream, normalised by the frames that reached them).
     """
 
@@ -253,11 +253,16 @@ class StreamingDecoder:
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.push_latents(self.codec.quantizer.decode(codes))
+
+    @torch.no_grad()
+    def push_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Quantized latents [B, D, t] (sums of codebook vectors, or estimates of them) → audio [B, m]."""
         codec, (n_fft, hop) = self.codec, (self.codec.cfg.n_fft, self.codec.cfg.hop)
-        b, t = codes.shape[0], codes.shape[-1]
+        b, t = z.shape[0], z.shape[-1]
         if t == 0:
             return torch.zeros(b, 0)
-        spectra = codec.decoder(codec.quantizer.decode(codes), self.cache)
+        spectra = codec.decoder(z, self.cache)
         frames = torch.fft.irfft(spectra, n=n_fft, dim=-1) * codec.window
         y = overlap_add(frames, hop)
         env = overlap_add((codec.window**2).expand(1, t, n_fft), hop).expand(b, -1)
