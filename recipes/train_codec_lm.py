@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from mmar.bench.codec import write_json
 from mmar.checkpoint import save_pretrained
 from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
@@ -104,6 +105,37 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
     return result
 
 
+@torch.no_grad()
+def held_out_metrics(entropy, fine, codes: torch.Tensor, mc: dict, books: list[torch.Tensor], batch: int = 32) -> dict:
+    """Both models on a held-out stream codes [K, N], cut into windows of ``mc["window"]`` frames:
+    bits per symbol per level, and the share of the fine residual's squared error (in the codec's
+    latent space) left after adding the fine model's expected codebook vectors (1.0 = no help)."""
+    coarse, levels, empty, w = mc["coarse"], mc["levels"], SpecialIds(mc["codebook_size"]).empty, mc["window"]
+    n = codes.shape[1] // w
+    windows = codes[:, : n * w].long().view(-1, n, w).transpose(0, 1)  # [n, K, w]
+    ent_bits, fine_bits, err, energy = torch.zeros(coarse), torch.zeros(levels - coarse), 0.0, 0.0
+    fine_books = torch.stack(books[coarse:levels])  # [F, V, D]
+    for i in range(0, n, batch):
+        c = windows[i : i + batch]
+        inp, tgt = entropy_batch(c[:, :coarse], empty)
+        logits = entropy.logits(entropy(codes=inp)).transpose(1, 2)[..., : mc["codebook_size"]]  # [B, L, S, V] as coded
+        nll = F.cross_entropy(logits.flatten(0, 2), tgt.flatten(), ignore_index=empty, reduction="none")
+        ent_bits += nll.view(tgt.shape).sum((0, 2))
+        logits = fine.logits(fine(codes=c[:, :coarse]))[..., : mc["codebook_size"]]  # [B, T, F, V]
+        target = c[:, coarse:levels].transpose(1, 2)  # [B, T, F]
+        fine_bits += F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none").view(target.shape).sum((0, 1))
+        residual = fine_books[torch.arange(levels - coarse), target].sum(2)  # [B, T, D]
+        estimate = torch.einsum("btfv,fvd->btd", logits.softmax(-1), fine_books)
+        err += (residual - estimate).pow(2).sum().item()
+        energy += residual.pow(2).sum().item()
+    ln2 = math.log(2)
+    return {"held_out_frames": n * w,
+            "entropy_bits_per_level": [round(b, 3) for b in (ent_bits / (n * w) / ln2).tolist()],
+            "entropy_bits_per_symbol": round(ent_bits.sum().item() / (n * w * coarse) / ln2, 3),
+            "fine_bits_per_level": [round(b, 3) for b in (fine_bits / (n * w) / ln2).tolist()],
+            "fine_residual_error_left": round(err / max(energy, 1e-12), 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, type=Path)
@@ -133,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     state = {f"entropy.{k}": v for k, v in entropy.state_dict().items()}
     state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}
     save_pretrained(state, {"kind": "speech_lm", "name": cfg["name"], **cfg["model"], "codec_weights": codec.weights}, args.out / "export")
+    if "valid" in tokens:
+        books = [cb.codebook for cb in codec.model.quantizer.codebooks]
+        results["held_out"] = held_out_metrics(entropy.eval(), fine.eval(), tokens["valid"], cfg["model"], books)
+        write_json(results["held_out"], args.out / "export" / "held_out_metrics.json")
     print(json.dumps(results))
     return 0
 

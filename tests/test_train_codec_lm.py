@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from mmar.tasks.codec import decode_array, encode_array, load_codec
@@ -35,3 +36,25 @@ def test_debug_recipe_trains_and_exports(tiny_codec_dir, tmp_path):
     assert len(y) == len(audio)
     # resuming a finished run changes nothing and still exports
     assert train_codec_lm.main(args) == 0
+
+
+def test_held_out_metrics_match_the_range_coder(tiny_codec_dir, tiny_lm_dir):
+    """The recipe's per-level held-out bits are the cross-entropy the coder itself measures."""
+    import json
+
+    import torch
+
+    from mmar.coding.lm_coding import LMEncoder
+
+    lm, codec = load_lm(tiny_lm_dir), load_codec(tiny_codec_dir)
+    mc = json.loads((tiny_lm_dir / "config.json").read_text())
+    frames = mc["window"] - lm.coarse + 1  # one window holds the whole delayed stream
+    codes = torch.from_numpy(np.random.default_rng(3).integers(0, mc["codebook_size"], (mc["levels"], frames)))
+    books = [cb.codebook for cb in codec.model.quantizer.codebooks]
+    m = train_codec_lm.held_out_metrics(lm.entropy, lm.fine, codes, {**mc, "window": frames}, books)
+    enc = LMEncoder(lm.entropy, 10**6, mc["window"])
+    enc.push(codes[: lm.coarse].numpy())
+    enc.flush()
+    assert m["held_out_frames"] == frames and len(m["entropy_bits_per_level"]) == lm.coarse
+    assert m["entropy_bits_per_symbol"] * lm.coarse * frames == pytest.approx(enc.xent_bits, rel=2e-3)
+    assert len(m["fine_bits_per_level"]) == mc["levels"] - lm.coarse and m["fine_residual_error_left"] > 0
