@@ -82,7 +82,8 @@ def test_file_level_lm_coding(tiny_codec_dir, tiny_lm_dir):
         decode_array(codec, data)
 
 
-def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("rdo", [0.0, 2.0])
+def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path, monkeypatch, rdo):
     import soundfile as sf
 
     import mmar.tasks.codec as task
@@ -91,11 +92,11 @@ def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav
     src = wav_file(12.5)
     monkeypatch.setattr(task, "CHUNK_FRAMES", 200)
     monkeypatch.setattr(task, "BLOCK_SECONDS", 1.3)  # many small blocks through the streaming encoder
-    encode_file(codec, src, tmp_path / "a.mmc", lm=lm)
+    encode_file(codec, src, tmp_path / "a.mmc", lm=lm, rdo=rdo)
     monkeypatch.setattr(task, "BLOCK_SECONDS", 100.0)
 
     audio, _ = sf.read(src, dtype="float32")
-    assert (tmp_path / "a.mmc").read_bytes() == encode_array(codec, audio, 16000, 1.5, lm=lm)
+    assert (tmp_path / "a.mmc").read_bytes() == encode_array(codec, audio, 16000, 1.5, lm=lm, rdo=rdo)
 
 
 def test_damaged_lm_chunk_names_the_chunk(tiny_codec_dir, tiny_lm_dir, monkeypatch):
@@ -136,3 +137,22 @@ def test_fine_generator_is_causal_and_streams_like_one_block(tiny_codec_dir, tin
     changed[:, t:] = (changed[:, t:] + 1) % size
     other = FineGenerator(lm, books, mode).push(changed)
     assert torch.allclose(other[..., :t], whole[..., :t], atol=1e-5) and not torch.allclose(other[..., t], whole[..., t])
+
+
+def test_rate_distortion_choice_trades_bits_for_error(tiny_codec_dir, tiny_lm_dir):
+    codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
+    audio = speechlike(6.0, seed=4)
+    plain = encode_array(codec, audio, 16000, 1.5, lm=lm)
+    # λ = 0 is nearest-neighbour RVQ: the very same file (the λ goes into the header only when > 0)
+    assert encode_array(codec, audio, 16000, 1.5, lm=lm, rdo=0.0) == plain
+    sizes, xents = [], []
+    for lam in (0.0, 1.0, 1000.0):
+        data = encode_array(codec, audio, 16000, 1.5, lm=lm, rdo=lam)
+        stats = {}
+        y, _ = decode_array(codec, data, lm, fine=False, stats=stats)
+        assert len(y) == len(audio) and np.isfinite(y).all()
+        sizes.append(len(data))
+        xents.append(stats["xent_bits"])
+    assert xents[2] < xents[1] < xents[0] and sizes[2] < sizes[0]
+    with pytest.raises(ValueError, match="λ"):
+        encode_array(codec, audio, 16000, 1.5, lm=lm, rdo=-1.0)

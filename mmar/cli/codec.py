@@ -26,8 +26,12 @@ def _encode(args: argparse.Namespace) -> int:
     from ..tasks.codec import encode_file
 
     codec = _codec(args)
+    if args.rdo and not args.lm:
+        raise MmarError("--rdo needs --lm (it trades bits under the LM against distortion)")
+    if not (0 <= args.rdo < float("inf")):
+        raise MmarError(f"--rdo must be a finite number ≥ 0, got {args.rdo}")
     lm = _lm(args.lm_checkpoint, args.lm)
-    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet, lm=lm)
+    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet, lm=lm, rdo=args.rdo)
     size = args.output.stat().st_size
     print(f"{args.output}: {header.duration:.2f} s, {header.levels} levels, {size} bytes, {8 * size / max(header.duration, 1e-9) / 1000:.2f} kbps")
     return 0
@@ -100,6 +104,8 @@ def add_parser(sub) -> None:
     e.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     e.add_argument("-q", "--quiet", action="store_true")
     e.add_argument("--lm", action="store_true", help="LM coding: send the LM's coarse levels, range-coded (LMCodec); --bitrate is then not used")
+    e.add_argument("--rdo", type=float, default=0.0, metavar="LAMBDA",
+                   help="with --lm: choose codes by squared error + LAMBDA × bits instead of nearest (fewer bits, a little distortion)")
     e.add_argument("--checkpoint", **ck)
     e.add_argument("--tokenizer", **tok)
     e.add_argument("--lm-checkpoint", **lmck)

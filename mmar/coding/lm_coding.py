@@ -7,6 +7,11 @@ kv-cache (sliding window of ``window`` steps), and the step's symbols are range-
 constriction under the step's distributions. Positions the pattern leaves empty cost nothing.
 The stream is cut into chunks of ``chunk_steps`` steps, each its own range-coder message.
 
+Rate-distortion optimised choice (encoder only, :class:`RateDistortion`): instead of the
+nearest codebook vector, level k of a frame may take the code minimising squared error plus
+λ × its cost in bits under the model — the residual VQ done inside the coding loop. The
+decoder is unchanged: it decodes whichever codes were chosen.
+
 Determinism: encoder and decoder run the *same* sequence of cached one-step forwards on one
 thread (whatever the caller's thread count), and probabilities reach the coder as integers
 (:func:`integer_pmf`), so a file decodes bit-exactly under any ``torch.set_num_threads``.
@@ -76,17 +81,40 @@ class _Stepper:
         self.logits = self._forward(tokens)
 
 
-class LMEncoder:
-    """push(codes [L, t]) → finished chunk payloads; flush() ends the stream."""
+class RateDistortion:
+    """Entropy-constrained residual VQ: level k of a frame gets
+    ``argmin_c ||r_k − e_k(c)||² + λ · (−log2 p(c))``, r_k = the frame's latent minus the vectors
+    already chosen for its levels < k, p = the entropy model's distribution for that symbol.
+    λ = 0 is plain nearest-neighbour RVQ. ``books``: L codebooks [V, D]."""
 
-    def __init__(self, model: CausalTransformer, chunk_steps: int, window: int):
+    def __init__(self, books: list[torch.Tensor], lam: float):
+        if not (lam >= 0 and np.isfinite(lam)):
+            raise ValueError(f"λ must be a finite number ≥ 0, got {lam}")
+        self.books = [b.double().numpy() for b in books]
+        self.norms = [(b * b).sum(1) for b in self.books]
+        self.lam = lam
+
+    def choose(self, level: int, residual: np.ndarray, pmf: np.ndarray) -> int:
+        """residual [D] (float64), integer pmf [V] → the chosen code."""
+        dist = self.norms[level] - 2.0 * (self.books[level] @ residual)  # ||r - e||² minus the constant ||r||²
+        return int(np.argmin(dist - self.lam * np.log2(pmf / pmf.sum())))
+
+
+class LMEncoder:
+    """push(codes [L, t]) → finished chunk payloads; flush() ends the stream. With ``rdo``,
+    push the frames' unquantized latents [D, t] instead and the codes are chosen while coding."""
+
+    def __init__(self, model: CausalTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None):
         import constriction
 
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._new = constriction.stream.queue.RangeEncoder
         self.stepper, self.chunk_steps = _Stepper(model, window), chunk_steps
         self.levels = model.cfg.num_codebooks
-        self.buf = np.zeros((self.levels, 0), dtype=np.int64)  # frames not yet fully coded
+        self.rdo = rdo
+        self.buf = np.zeros((self.levels, 0), dtype=np.int64)  # codes of the frames not yet fully coded
+        # with rdo: [D, frames] latents minus the vectors chosen so far, aligned with buf
+        self.residual = np.zeros((rdo.books[0].shape[1], 0)) if rdo else None
         self.buf_start = 0  # frame index of buf[:, 0]
         self.frames = 0
         self.enc = self._new()
@@ -99,16 +127,26 @@ class LMEncoder:
         with single_thread():
             return self._push(codes, final)
 
-    def _push(self, codes: np.ndarray, final: bool) -> list[bytes]:
-        self.buf = np.concatenate([self.buf, codes], axis=1)
-        self.frames += codes.shape[1]
+    def _push(self, frames: np.ndarray, final: bool) -> list[bytes]:
+        t = frames.shape[1]
+        if self.rdo is None:
+            self.buf = np.concatenate([self.buf, frames], axis=1)
+        else:
+            self.buf = np.concatenate([self.buf, np.zeros((self.levels, t), dtype=np.int64)], axis=1)
+            self.residual = np.concatenate([self.residual, frames.astype(np.float64)], axis=1)
+        self.frames += t
         end = self.frames + self.levels - 1 if final else self.frames
         out = []
         while self.stepper.step < end:
             s = self.stepper.step
             present = present_levels(s, self.frames if final else None, self.levels)
-            sym = np.array([self.buf[k, s - k - self.buf_start] for k in present], dtype=np.int32)
             pmf = self.stepper.pmf(present) if present else None
+            if self.rdo is not None:
+                for i, k in enumerate(present):
+                    f = s - k - self.buf_start
+                    self.buf[k, f] = c = self.rdo.choose(k, self.residual[:, f], pmf[i])
+                    self.residual[:, f] -= self.rdo.books[k][c]
+            sym = np.array([self.buf[k, s - k - self.buf_start] for k in present], dtype=np.int32)
             if present:
                 self.enc.encode(sym, self._family, pmf)
             if (s + 1) % self.chunk_steps == 0 or (final and s + 1 == end):
@@ -117,10 +155,13 @@ class LMEncoder:
             self.stepper.advance(present, sym, pmf)
         drop = max(0, self.stepper.step - self.levels + 1 - self.buf_start)  # frames fully coded
         self.buf, self.buf_start = self.buf[:, drop:], self.buf_start + drop
+        if self.rdo is not None:
+            self.residual = self.residual[:, drop:]
         return out
 
     def flush(self) -> list[bytes]:
-        return self.push(np.zeros((self.levels, 0), dtype=np.int64), final=True)
+        rows = self.levels if self.rdo is None else self.rdo.books[0].shape[1]
+        return self.push(np.zeros((rows, 0), dtype=np.int64), final=True)
 
 
 def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, chunk_steps: int,

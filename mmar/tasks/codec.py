@@ -22,7 +22,7 @@ from ..coding.bitpack import pack_codes, packed_size, unpack_codes
 from ..coding.container import ContainerReader, ContainerWriter, container_bytes
 from ..coding.header import Header
 from ..errors import ContainerError, MmarError
-from ..coding.lm_coding import LMEncoder, lm_decode
+from ..coding.lm_coding import LMEncoder, RateDistortion, lm_decode
 from ..tokenizers.encodec import EncodecConfig, EncodecModel, load_encodec
 from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
 from .codec_lm import FineGenerator, LoadedLM
@@ -118,11 +118,12 @@ def load_codec(path: Path | None = None, tokenizer: str = "mmar") -> LoadedCodec
 
 # -- streaming core ------------------------------------------------------------------------
 def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
-                  levels: int, lm: LoadedLM | None = None) -> tuple[Header, Iterator[bytes]]:
+                  levels: int, lm: LoadedLM | None = None, rdo: float = 0.0) -> tuple[Header, Iterator[bytes]]:
     """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, chunk payloads).
 
     Without ``lm``: ``levels`` levels, bit-packed ("raw"). With ``lm``: its coarse levels,
     range-coded under its entropy model ("lm"); chunks then hold ``CHUNK_FRAMES`` stream steps.
+    ``rdo`` > 0 (LM only) picks the codes by rate-distortion (λ, see :class:`RateDistortion`).
     """
     cfg = codec.cfg
     n = input_samples if input_rate == cfg.sample_rate else math.ceil(input_samples * cfg.sample_rate / input_rate)
@@ -133,15 +134,21 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
         check_lm(codec, lm)
         levels = lm.coarse
         extra |= {"lm": lm.model_id, "lmw": lm.weights}
+        if rdo:
+            extra["rdo"] = rdo
     header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
                     num_samples=n, levels=levels, bits=cfg.codebook_bits, frame_rate=cfg.frame_rate,
                     chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
-    codes = _codes_blocks(codec, blocks, input_rate, n, levels)
-    return header, (_raw_payloads(codes, levels, cfg.codebook_bits) if lm is None else _lm_payloads(codes, lm))
+    if lm is None:
+        return header, _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), levels, cfg.codebook_bits)
+    if not rdo:
+        return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), lm)
+    books = [cb.codebook for cb in codec.model.quantizer.codebooks[:levels]]
+    return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0), lm, RateDistortion(books, rdo))
 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
-    """Audio blocks → code blocks int64 [levels, t], exactly ceil(n / hop) frames in all."""
+    """Audio blocks → code blocks int64 [levels, t] (levels=0: latents [D, t]), ceil(n / hop) frames in all."""
     enc, fed = codec.stream_encoder(levels), 0
     for x in _resampled(blocks, input_rate, codec.cfg.sample_rate):
         x = x[: max(0, n - fed)]
@@ -152,10 +159,10 @@ def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     yield enc.flush()[0].numpy()
 
 
-def _lm_payloads(code_blocks: Iterable[np.ndarray], lm: LoadedLM) -> Iterator[bytes]:
-    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window)
-    for codes in code_blocks:
-        yield from enc.push(codes)
+def _lm_payloads(blocks: Iterable[np.ndarray], lm: LoadedLM, rdo: RateDistortion | None = None) -> Iterator[bytes]:
+    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window, rdo)
+    for block in blocks:
+        yield from enc.push(block)
     yield from enc.flush()
 
 
@@ -287,14 +294,14 @@ def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int,
 
 
 def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
-                progress: bool = False, lm: LoadedLM | None = None) -> Header:
+                progress: bool = False, lm: LoadedLM | None = None, rdo: float = 0.0) -> Header:
     """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc).
-    With ``lm`` the file is LM-coded (its coarse levels; ``kbps`` is then not used)."""
+    With ``lm`` the file is LM-coded (its coarse levels; ``kbps`` is then not used; ``rdo``: λ)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         raise MmarError(f"{dst} exists; use -f to overwrite")
     blocks, rate, frames = _read_blocks(src, progress)
-    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps), lm)
+    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps), lm, rdo)
     with ContainerWriter(dst, header, overwrite=overwrite) as w:
         for p in payloads:
             w.write_chunk(p)
@@ -333,9 +340,10 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
 
 
 # -- arrays (benchmarks, tests, notebooks) ------------------------------------------------
-def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float, lm: LoadedLM | None = None) -> bytes:
+def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float, lm: LoadedLM | None = None,
+                 rdo: float = 0.0) -> bytes:
     """audio float32 [N] mono → the bytes of a complete ``.mmc`` file."""
-    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps), lm)
+    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps), lm, rdo)
     return container_bytes(header, list(payloads))
 
 

@@ -209,7 +209,8 @@ class SpeechCodec(nn.Module):
 class StreamingEncoder:
     """Feed audio chunks of any length; get the codes of every completed frame.
 
-    push(audio [B, n]) → codes [B, levels, frames completed]; flush() zero-pads the last partial frame.
+    push(audio [B, n]) → codes [B, levels, frames completed] (with ``levels=0``: the unquantized
+    latents [B, D, frames completed]); flush() zero-pads the last partial frame.
     """
 
     def __init__(self, codec: SpeechCodec, levels: int):
@@ -224,15 +225,15 @@ class StreamingEncoder:
         n = (x.shape[-1] // hop) * hop
         self.pending = x[:, n:]
         if n == 0:
-            return torch.zeros(x.shape[0], self.levels, 0, dtype=torch.long)
+            return torch.zeros(x.shape[0], self.levels or self.codec.cfg.latent_dim, 0, dtype=torch.long)
         z = self.codec.analyse(x[:, :n], self.cache)
-        return self.codec.quantizer.encode(z, self.levels)
+        return self.codec.quantizer.encode(z, self.levels) if self.levels else z
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor:
         rest, self.pending = self.pending, None
         if rest is None or rest.shape[-1] == 0:
-            return torch.zeros(1 if rest is None else rest.shape[0], self.levels, 0, dtype=torch.long)
+            return torch.zeros(1 if rest is None else rest.shape[0], self.levels or self.codec.cfg.latent_dim, 0, dtype=torch.long)
         return self.push(self.codec.pad(rest))
 
 
