@@ -156,3 +156,24 @@ def test_rate_distortion_choice_trades_bits_for_error(tiny_codec_dir, tiny_lm_di
     assert xents[2] < xents[1] < xents[0] and sizes[2] < sizes[0]
     with pytest.raises(ValueError, match="λ"):
         encode_array(codec, audio, 16000, 1.5, lm=lm, rdo=-1.0)
+
+
+def test_cli_lm_encode_info_decode(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path, capsys):
+    import json
+
+    from mmar.cli import main
+
+    src, mmc = wav_file(4.0), tmp_path / "a.mmc"
+    ck = ["--checkpoint", str(tiny_codec_dir), "--lm-checkpoint", str(tiny_lm_dir)]
+    assert main(["codec", "encode", str(src), "-o", str(mmc), "--lm", "--rdo", "2", "-q", *ck]) == 0
+    capsys.readouterr()
+    assert main(["codec", "info", str(mmc), "--json", *ck]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mode"] == "lm" and info["rdo_lambda"] == 2.0 and info["levels"] == 2
+    assert info["bits_raw"] == 2 * 6 * info["frames"] and 0 < info["bits_model_crossentropy"] < info["bits_total"]
+    for extra in ([], ["--coarse-only"]):
+        out = tmp_path / f"b{len(extra)}.wav"
+        assert main(["codec", "decode", str(mmc), "-o", str(out), "-q", *extra, *ck]) == 0 and out.stat().st_size > 0
+    for bad in (["--rdo", "2"], ["--lm", "--rdo", "-1"], ["--lm", "--rdo", "nan"]):
+        assert main(["codec", "encode", str(src), "-o", str(tmp_path / "c.mmc"), "-q", *bad, *ck]) == 2
+        assert "error" in capsys.readouterr().err.lower()

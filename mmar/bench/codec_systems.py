@@ -16,14 +16,16 @@ from ..tasks.codec_lm import DEFAULT_LM_CHECKPOINT, LoadedLM, load_lm
 @dataclass
 class MmarCodecSystem:
     """``roundtrip(audio16k [N]) → (decoded [N], bytes of the complete .mmc file)``; with ``lm`` the
-    file is LM-coded and decoded with (``fine``) or without the fine-token model. ``stats`` sums
-    encode/decode seconds, audio seconds, file bits, payload bits (without header and framing),
-    the model's cross-entropy and what fixed-length packing would take."""
+    file is LM-coded (codes chosen with rate-distortion λ ``rdo``) and decoded with (``fine``) or
+    without the fine-token model. ``stats`` sums encode/decode seconds, audio seconds, file bits,
+    payload bits (without header and framing), the model's cross-entropy and what fixed-length
+    packing would take."""
 
     codec: LoadedCodec
     kbps: float
     lm: LoadedLM | None = None
     fine: bool = True
+    rdo: float = 0.0
     stats: dict = field(default_factory=lambda: {"encode_s": 0.0, "decode_s": 0.0, "audio_s": 0.0,
                                                  "bits": 0, "payload_bits": 0, "xent_bits": 0.0, "raw_bits": 0})
 
@@ -31,7 +33,7 @@ class MmarCodecSystem:
     def name(self) -> str:
         if self.lm is None:
             return f"mmar {self.kbps:g} kbps ({self.codec.levels_for(self.kbps)} levels)"
-        return f"mmar LM {self.lm.coarse} levels" + (" + fine model" if self.fine else ", coarse only")
+        return f"mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
 
     @property
     def nominal_kbps(self) -> float | None:
@@ -39,7 +41,7 @@ class MmarCodecSystem:
 
     def roundtrip(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
         t0 = time.perf_counter()
-        data = encode_array(self.codec, audio, self.codec.cfg.sample_rate, self.kbps, self.lm)
+        data = encode_array(self.codec, audio, self.codec.cfg.sample_rate, self.kbps, self.lm, self.rdo)
         t1 = time.perf_counter()
         info: dict = {}
         decoded, _ = decode_array(self.codec, data, self.lm, self.fine, info)
@@ -68,11 +70,12 @@ class MmarCodecSystem:
 
 
 def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None) -> list[MmarCodecSystem]:
-    """One system per raw bitrate, plus the two LM modes when an LM checkpoint is given or shipped."""
+    """One system per raw bitrate, plus, when an LM checkpoint is given or shipped, its coarse-only
+    and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the LM's default λ."""
     codec = load_codec(checkpoint)
     systems = [MmarCodecSystem(codec, b) for b in bitrates]
     lm_path = lm_checkpoint or (DEFAULT_LM_CHECKPOINT if (DEFAULT_LM_CHECKPOINT / "config.json").exists() else None)
     if lm_path is not None:
         lm = load_lm(lm_path)
-        systems += [MmarCodecSystem(codec, bitrates[0], lm, fine=True), MmarCodecSystem(codec, bitrates[0], lm, fine=False)]
+        systems += [MmarCodecSystem(codec, bitrates[0], lm, fine, rdo) for rdo in sorted({0.0, lm.rdo}) for fine in (True, False)]
     return systems

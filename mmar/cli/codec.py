@@ -26,9 +26,9 @@ def _encode(args: argparse.Namespace) -> int:
     from ..tasks.codec import encode_file
 
     codec = _codec(args)
-    if args.rdo and not args.lm:
+    if args.rdo is not None and not args.lm:
         raise MmarError("--rdo needs --lm (it trades bits under the LM against distortion)")
-    if not (0 <= args.rdo < float("inf")):
+    if args.rdo is not None and not (0 <= args.rdo < float("inf")):
         raise MmarError(f"--rdo must be a finite number ≥ 0, got {args.rdo}")
     lm = _lm(args.lm_checkpoint, args.lm)
     header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet, lm=lm, rdo=args.rdo)
@@ -73,6 +73,7 @@ def _info(args: argparse.Namespace) -> int:
                 pass
         info["bits_model_crossentropy"] = round(stats.get("xent_bits", 0.0), 1)
         info["lm"] = h.extra.get("lm")
+        info["rdo_lambda"] = h.extra.get("rdo", 0.0)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
@@ -104,8 +105,8 @@ def add_parser(sub) -> None:
     e.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     e.add_argument("-q", "--quiet", action="store_true")
     e.add_argument("--lm", action="store_true", help="LM coding: send the LM's coarse levels, range-coded (LMCodec); --bitrate is then not used")
-    e.add_argument("--rdo", type=float, default=0.0, metavar="LAMBDA",
-                   help="with --lm: choose codes by squared error + LAMBDA × bits instead of nearest (fewer bits, a little distortion)")
+    e.add_argument("--rdo", type=float, default=None, metavar="LAMBDA",
+                   help="with --lm: choose codes by squared error + LAMBDA × bits (default: the LM's own λ; 0 = nearest codes, lossless)")
     e.add_argument("--checkpoint", **ck)
     e.add_argument("--tokenizer", **tok)
     e.add_argument("--lm-checkpoint", **lmck)

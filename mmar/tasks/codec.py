@@ -118,12 +118,13 @@ def load_codec(path: Path | None = None, tokenizer: str = "mmar") -> LoadedCodec
 
 # -- streaming core ------------------------------------------------------------------------
 def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
-                  levels: int, lm: LoadedLM | None = None, rdo: float = 0.0) -> tuple[Header, Iterator[bytes]]:
+                  levels: int, lm: LoadedLM | None = None, rdo: float | None = None) -> tuple[Header, Iterator[bytes]]:
     """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, chunk payloads).
 
     Without ``lm``: ``levels`` levels, bit-packed ("raw"). With ``lm``: its coarse levels,
     range-coded under its entropy model ("lm"); chunks then hold ``CHUNK_FRAMES`` stream steps.
-    ``rdo`` > 0 (LM only) picks the codes by rate-distortion (λ, see :class:`RateDistortion`).
+    ``rdo`` (LM only; None = the LM's default) > 0 picks the codes by rate-distortion (λ, see
+    :class:`RateDistortion`); 0 sends the nearest codes, losslessly coded.
     """
     cfg = codec.cfg
     n = input_samples if input_rate == cfg.sample_rate else math.ceil(input_samples * cfg.sample_rate / input_rate)
@@ -134,6 +135,7 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
         check_lm(codec, lm)
         levels = lm.coarse
         extra |= {"lm": lm.model_id, "lmw": lm.weights}
+        rdo = lm.rdo if rdo is None else rdo
         if rdo:
             extra["rdo"] = rdo
     header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
@@ -294,7 +296,7 @@ def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int,
 
 
 def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
-                progress: bool = False, lm: LoadedLM | None = None, rdo: float = 0.0) -> Header:
+                progress: bool = False, lm: LoadedLM | None = None, rdo: float | None = None) -> Header:
     """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc).
     With ``lm`` the file is LM-coded (its coarse levels; ``kbps`` is then not used; ``rdo``: λ)."""
     src, dst = Path(src), Path(dst)
@@ -341,7 +343,7 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
 
 # -- arrays (benchmarks, tests, notebooks) ------------------------------------------------
 def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float, lm: LoadedLM | None = None,
-                 rdo: float = 0.0) -> bytes:
+                 rdo: float | None = None) -> bytes:
     """audio float32 [N] mono → the bytes of a complete ``.mmc`` file."""
     header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps), lm, rdo)
     return container_bytes(header, list(payloads))

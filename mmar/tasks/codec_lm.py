@@ -34,6 +34,7 @@ class LoadedLM:
     model_id: str
     weights: str
     codec_weights: str  # the codec whose tokens the models were trained on
+    rdo: float = 0.0  # default rate-distortion λ for encoding (see coding.lm_coding.RateDistortion)
 
     @property
     def levels(self) -> int:
@@ -62,7 +63,8 @@ def load_lm(path: Path | None = None) -> LoadedLM:
         fine.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("fine.")})
     except RuntimeError as e:
         raise MmarError(f"{path}: weights do not match the config ({str(e).splitlines()[0]})") from None
-    return LoadedLM(ent.eval(), fine.eval(), cfg["coarse"], cfg["window"], cfg.get("name", path.name), digest, cfg["codec_weights"])
+    return LoadedLM(ent.eval(), fine.eval(), cfg["coarse"], cfg["window"], cfg.get("name", path.name), digest, cfg["codec_weights"],
+                    cfg.get("rdo", 0.0))
 
 
 def entropy_batch(coarse: torch.Tensor, empty: int) -> tuple[torch.Tensor, torch.Tensor]:
