@@ -49,6 +49,12 @@ def _atomic_dir_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """Write the model's weights alone to ``path`` (.safetensors), atomically."""
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _atomic_dir_write(path, lambda p: save_file(tensors, str(p)))
+
+
 def save_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, step: int,
                generator: torch.Generator, meta: dict) -> None:
     """Write model + optimizer + RNG state to ``path`` (.safetensors) and ``path``.json, atomically."""

@@ -30,7 +30,7 @@ from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
 from mmar.tasks.codec import load_codec
 from mmar.tasks.codec_lm import build_models, entropy_batch
-from mmar.training import load_state, lr_at, save_state
+from mmar.training import load_state, lr_at, save_state, save_weights
 
 
 @torch.no_grad()
@@ -69,8 +69,9 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
     coarse, empty, length = mc["coarse"], SpecialIds(mc["codebook_size"]).empty, mc["window"]
     g = torch.Generator().manual_seed(cfg["seed"])
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=(0.9, 0.95), weight_decay=0.01)
-    state = out / f"{kind}.state.safetensors"
+    state, best_path = out / f"{kind}.state.safetensors", out / f"{kind}.best.safetensors"
     step = load_state(state, model, optim, g) if state.exists() else 0
+    best = json.loads(state.with_suffix(".json").read_text())["meta"].get("best_valid", math.inf) if step else math.inf
     vset = crops(valid, 16, length, torch.Generator().manual_seed(1)) if valid is not None else None
     log = open(out / f"{kind}_metrics.csv", "a", newline="")
     w = csv.writer(log)
@@ -94,13 +95,16 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
                 with torch.no_grad():
                     vb = loss_fn(kind, model, vset, coarse, empty).item() / math.log(2)
                 model.train()
+            if vb != "" and vb < best:  # keep the weights with the best held-out loss for the export
+                best = vb
+                save_weights(best_path, model)
             result = {"step": done, "bits_per_symbol": loss.item() / math.log(2), "valid_bits_per_symbol": vb}
             w.writerow([done, f"{result['bits_per_symbol']:.4f}", f"{vb:.4f}" if vb != "" else "", f"{lr:.2e}",
                         f"{(time.time() - t0) / cfg['log_every']:.3f}"])
             log.flush()
             t0 = time.time()
         if done % cfg["save_every"] == 0 or done == oc["steps"]:
-            save_state(state, model, optim, done, g, {"kind": kind})
+            save_state(state, model, optim, done, g, {"kind": kind, "best_valid": best})
     log.close()
     return result
 
@@ -161,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         print(json.dumps(results))
         return 0
+    for kind, m in (("entropy", entropy), ("fine", fine)):  # export the best held-out weights, if tracked
+        if (args.out / f"{kind}.best.safetensors").exists():
+            m.load_state_dict(load_file(str(args.out / f"{kind}.best.safetensors")))
     codec = load_codec(codec_dir)
     state = {f"entropy.{k}": v for k, v in entropy.state_dict().items()}
     state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}

@@ -1,12 +1,15 @@
 """The LMCodec recipe on its debug config: tokenizes, trains both models, exports a loadable checkpoint."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from safetensors.torch import load_file
 
 from mmar.tasks.codec import decode_array, encode_array, load_codec
 from mmar.tasks.codec_lm import load_lm
@@ -22,13 +25,23 @@ def test_debug_recipe_trains_and_exports(tiny_codec_dir, tmp_path):
     data.mkdir()
     for i in range(3):
         sf.write(data / f"{i}.wav", speechlike(3.0, seed=i), 16000)
-    out = tmp_path / "run"
-    args = ["--config", str(ROOT / "recipes/configs/codec_lm_debug.json"), "--codec", str(tiny_codec_dir),
-            "--data", str(data), "--out", str(out)]
+    out, config = tmp_path / "run", tmp_path / "debug.json"
+    cfg = json.loads((ROOT / "recipes/configs/codec_lm_debug.json").read_text())
+    config.write_text(json.dumps({**cfg, "data": {"train": [str(data)], "valid": [str(data)]}}))
+    args = ["--config", str(config), "--codec", str(tiny_codec_dir), "--out", str(out)]
     assert train_codec_lm.main(args) == 0
     for kind in ("entropy", "fine"):
         rows = list(csv.DictReader(open(out / f"{kind}_metrics.csv")))
         assert len(rows) == 6 and all(np.isfinite(float(r["bits_per_symbol"])) for r in rows)
+    # the export holds the weights with the best held-out loss, and their held-out metrics
+    best_step = min(rows, key=lambda r: float(r["valid_bits_per_symbol"]))["step"]
+    assert json.loads((out / "fine.state.json").read_text())["meta"]["best_valid"] == pytest.approx(
+        min(float(r["valid_bits_per_symbol"]) for r in rows), abs=1e-4)
+    best = load_file(str(out / "fine.best.safetensors"))
+    exported = load_file(str(out / "export" / "model.safetensors"))
+    assert all(torch.equal(exported[f"fine.{k}"], v.half()) for k, v in best.items()), best_step
+    held_out = json.loads((out / "export" / "held_out_metrics.json").read_text())
+    assert held_out["held_out_frames"] > 0 and len(held_out["entropy_bits_per_level"]) == cfg["model"]["coarse"]
     lm = load_lm(out / "export")
     codec = load_codec(tiny_codec_dir)
     audio = speechlike(2.0, seed=9)
