@@ -72,7 +72,7 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
     state, best_path = out / f"{kind}.state.safetensors", out / f"{kind}.best.safetensors"
     step = load_state(state, model, optim, g) if state.exists() else 0
     best = json.loads(state.with_suffix(".json").read_text())["meta"].get("best_valid", math.inf) if step else math.inf
-    vset = crops(valid, 16, length, torch.Generator().manual_seed(1)) if valid is not None else None
+    vset = crops(valid, 64, length, torch.Generator().manual_seed(1)) if valid is not None else None
     log = open(out / f"{kind}_metrics.csv", "a", newline="")
     w = csv.writer(log)
     if step == 0:
