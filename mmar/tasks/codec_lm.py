@@ -80,14 +80,13 @@ class FineGenerator:
     """Streaming fine-level prediction: push(coarse [L, t]) → latents [1, D, t] for the codec decoder.
 
     The latent of a frame is the sum of its coarse codebook vectors plus, per fine level, the
-    codebook vector expected under the model's distribution (``mode="mean"``, the model's
-    minimum-squared-error estimate of the fine residual) or the most likely one (``"greedy"``).
+    codebook vector expected under the model's distribution: the model's minimum-squared-error
+    estimate of the fine residual. (Taking the most likely code per level instead measured
+    worse than sending the coarse levels alone: PESQ-WB 1.168 vs 1.215, see the LM's card.)
     """
 
-    def __init__(self, lm: LoadedLM, codebooks: list[torch.Tensor], mode: str = "mean"):
-        if mode not in ("mean", "greedy"):
-            raise ValueError(f"unknown fine mode {mode!r}")
-        self.lm, self.model, self.mode = lm, lm.fine, mode
+    def __init__(self, lm: LoadedLM, codebooks: list[torch.Tensor]):
+        self.lm, self.model = lm, lm.fine
         self.coarse_books = codebooks[: lm.coarse]  # L × [V, D]
         self.fine_books = torch.stack(codebooks[lm.coarse : lm.levels])  # [F, V, D]
         self.cache = KVCache(self.model.cfg, 1, capacity=2 * lm.window - 1, window=lm.window)
@@ -99,10 +98,6 @@ class FineGenerator:
         size, parts = self.model.cfg.codebook_size, []
         for i in range(0, codes.shape[1], self.lm.window):  # appends of ≤ window frames fit the ring
             logits = self.model.logits(self.model(codes=codes[None, :, i : i + self.lm.window], cache=self.cache))[0, :, :, :size]
-            if self.mode == "mean":
-                parts.append(torch.einsum("tfv,fvd->td", logits.softmax(-1), self.fine_books))
-            else:
-                idx = logits.argmax(-1)  # [t, F]
-                parts.append(self.fine_books[torch.arange(idx.shape[1]), idx].sum(1))
+            parts.append(torch.einsum("tfv,fvd->td", logits.softmax(-1), self.fine_books))
         fine = torch.cat(parts) if parts else torch.zeros_like(z)
         return (z + fine).T[None]
