@@ -29,7 +29,9 @@ demo: setup
 	$(BIN)/mmar codec encode demos/samples/speech_en.flac -o $(OUT)/speech_en.mmc --bitrate 1.5 -f
 	$(BIN)/mmar codec info $(OUT)/speech_en.mmc
 	$(BIN)/mmar codec decode $(OUT)/speech_en.mmc -o $(OUT)/speech_en.decoded.wav -f
-	@echo "listen: $(OUT)/speech_en.decoded.wav (original: demos/samples/speech_en.flac)"
+	$(BIN)/mmar codec encode demos/samples/speech_en.flac -o $(OUT)/speech_en.lm.mmc --lm -f
+	$(BIN)/mmar codec decode $(OUT)/speech_en.lm.mmc -o $(OUT)/speech_en.lm.decoded.wav -f
+	@echo "listen: $(OUT)/speech_en.decoded.wav (1.5 kbps raw) and $(OUT)/speech_en.lm.decoded.wav (LM-coded); original: demos/samples/speech_en.flac"
 
 test: system-deps setup
 	$(BIN)/python -m pytest

@@ -6,7 +6,10 @@ levels and the fine-token model.
 Step 1 tokenizes the training (and validation) audio with the codec checkpoint named in the
 config and caches the codes in ``<out>/tokens.safetensors``. Steps 2 and 3 train the two
 models (each resumable from ``<out>/<model>.state.safetensors``, metrics in
-``<out>/<model>_metrics.csv``). The export in ``<out>/export`` is a ``speech_lm`` checkpoint.
+``<out>/<model>_metrics.csv``). The export in ``<out>/export`` is a ``speech_lm`` checkpoint
+holding, per model, the weights with the best held-out loss (64 crops of the validation
+tokens, checked every ``log_every`` steps), and ``held_out_metrics.json``: bits per level on
+the whole validation stream. ``--only entropy|fine`` trains one model and skips the export.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mmar.coding.container import ContainerReader
 from mmar.coding.lm_coding import LMEncoder, lm_decode
 from mmar.errors import ContainerError
-from mmar.tasks.codec import decode_array, decode_stream, encode_array, encode_file, load_codec
+from mmar.tasks.codec import decode_array, encode_array, encode_file, load_codec
 from mmar.tasks.codec_lm import load_lm
 from mmar.transformer import CausalTransformer, preset
 from synth import speechlike

@@ -17,7 +17,7 @@ import torch
 
 from ..checkpoint import load_pretrained
 from ..errors import MmarError
-from ..patterns import DelayPattern, SpecialIds
+from ..patterns import DelayPattern
 from ..transformer import CausalTransformer, KVCache, TransformerConfig
 
 DEFAULT_LM_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "speech-lm-16k"
