@@ -225,7 +225,7 @@ class StreamingEncoder:
         n = (x.shape[-1] // hop) * hop
         self.pending = x[:, n:]
         if n == 0:
-            return torch.zeros(x.shape[0], self.levels or self.codec.cfg.latent_dim, 0, dtype=torch.long)
+            return self._empty(x.shape[0])
         z = self.codec.analyse(x[:, :n], self.cache)
         return self.codec.quantizer.encode(z, self.levels) if self.levels else z
 
@@ -233,15 +233,20 @@ class StreamingEncoder:
     def flush(self) -> torch.Tensor:
         rest, self.pending = self.pending, None
         if rest is None or rest.shape[-1] == 0:
-            return torch.zeros(1 if rest is None else rest.shape[0], self.levels or self.codec.cfg.latent_dim, 0, dtype=torch.long)
+            return self._empty(1 if rest is None else rest.shape[0])
         return self.push(self.codec.pad(rest))
+
+    def _empty(self, batch: int) -> torch.Tensor:
+        if self.levels:
+            return torch.zeros(batch, self.levels, 0, dtype=torch.long)
+        return torch.zeros(batch, self.codec.cfg.latent_dim, 0)
 
 
 class StreamingDecoder:
     """Feed code frames; get every audio sample that no later frame can change.
 
-    push(codes [B, k, t]) or push_latents(z [B, D, t]) → audio [B, m]; flush() → the remaining samples (the last
-    ``n_fft - hop`` of the stream, normalised by the frames that reached them).
+    push(codes [B, k, t]) or push_latents(z [B, D, t]) → audio [B, m]; flush() → the remaining
+    samples (the last ``n_fft - hop`` of the stream, normalised by the frames that reached them).
     """
 
     def __init__(self, codec: SpeechCodec):
