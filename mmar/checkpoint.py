@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write, write_json
 from .errors import MmarError
 
 
@@ -28,15 +28,9 @@ def weights_hash(path: Path) -> str:
 
 def save_pretrained(state: dict[str, torch.Tensor], config: dict, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Write floating tensors of ``state`` in ``dtype`` plus ``config.json`` into ``out_dir`` (atomically per file)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    tmp = out_dir / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out_dir / "model.safetensors")
-    tmpc = out_dir / "config.json.tmp"
-    tmpc.write_text(json.dumps(config, indent=1) + "\n")
-    os.replace(tmpc, out_dir / "config.json")
-    return out_dir / "model.safetensors"
+    write_json(config, out_dir / "config.json")
+    return atomic_write(out_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
 
 
 def load_pretrained(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, str]:

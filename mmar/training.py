@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write
+
 
 @dataclass
 class DistInfo:
@@ -40,19 +42,10 @@ def lr_at(step: int, base: float, warmup: int, total: int, final_ratio: float = 
     return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def _atomic_dir_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """Write the model's weights alone to ``path`` (.safetensors), atomically."""
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_dir_write(path, lambda p: save_file(tensors, str(p)))
+    atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
 def save_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, step: int,
@@ -65,9 +58,9 @@ def save_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer,
             tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
     tensors["rng"] = generator.get_state()
     info = {"step": step, "param_groups": osd["param_groups"], "meta": meta}
-    _atomic_dir_write(path, lambda p: save_file(tensors, str(p)))
+    atomic_write(path, lambda p: save_file(tensors, str(p)))
     js = path.with_suffix(".json")
-    _atomic_dir_write(js, lambda p: p.write_text(json.dumps(info, indent=1)))
+    atomic_write(js, lambda p: p.write_text(json.dumps(info, indent=1)))
 
 
 def load_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, generator: torch.Generator) -> int:

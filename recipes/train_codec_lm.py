@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from mmar.bench.codec import write_json
+from mmar.atomic import write_json
 from mmar.checkpoint import save_pretrained
 from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
 from mmar.tasks.codec import load_codec
-from mmar.tasks.codec_lm import build_models, entropy_batch
+from mmar.tasks.codec_lm import build_models, entropy_batch, expected_vectors
 from mmar.training import load_state, lr_at, save_state, save_weights
 
 
@@ -132,7 +132,7 @@ def held_out_metrics(entropy, fine, codes: torch.Tensor, mc: dict, books: list[t
         target = c[:, coarse:levels].transpose(1, 2)  # [B, T, F]
         fine_bits += F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none").view(target.shape).sum((0, 1))
         residual = fine_books[torch.arange(levels - coarse), target].sum(2)  # [B, T, D]
-        estimate = torch.einsum("btfv,fvd->btd", logits.softmax(-1), fine_books)
+        estimate = expected_vectors(logits, fine_books)
         err += (residual - estimate).pow(2).sum().item()
         energy += residual.pow(2).sum().item()
     ln2 = math.log(2)
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}
     save_pretrained(state, {"kind": "speech_lm", "name": cfg["name"], **cfg["model"], "codec_weights": codec.weights}, args.out / "export")
     if "valid" in tokens:
-        books = [cb.codebook for cb in codec.model.quantizer.codebooks]
-        results["held_out"] = held_out_metrics(entropy.eval(), fine.eval(), tokens["valid"], cfg["model"], books)
+        results["held_out"] = held_out_metrics(entropy.eval(), fine.eval(), tokens["valid"], cfg["model"], codec.model.quantizer.books)
         write_json(results["held_out"], args.out / "export" / "held_out_metrics.json")
     print(json.dumps(results))
     return 0

@@ -12,7 +12,6 @@ RTFs within one table only (see DESIGN.md, "Measuring").
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..atomic import write_json
 from ..errors import MmarError
 from ..eval import metrics as M
 
@@ -119,15 +119,6 @@ def _mean(values: list[float | None]) -> float | None:
     """Mean of the non-None values (None if there are none)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(vals)) if vals else None
-
-
-def write_json(data: dict, path: Path) -> None:
-    """Write ``data`` as JSON via a temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Path | None = None,

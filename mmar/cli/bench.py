@@ -9,7 +9,7 @@ from ..errors import MmarError
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ..bench.codec import write_json
+    from ..atomic import write_json
     from ..bench.generate import format_table, run_generate_bench
 
     if args.frames < 1 or args.codebooks < 1:

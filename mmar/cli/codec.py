@@ -134,7 +134,8 @@ def add_parser(sub) -> None:
 
 def _bench_codec(args: argparse.Namespace) -> int:
     from ..bench.codec_systems import mmar_systems
-    from ..bench.codec import format_table, run_codec_bench, write_json
+    from ..atomic import write_json
+    from ..bench.codec import format_table, run_codec_bench
     from ..eval.baselines import default_baselines
 
     clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from .crops import audio_files, load_mono
 
 
@@ -36,9 +36,7 @@ def make_clips(speaker_dirs: list[Path], out_dir: Path, per_speaker: int = 4, se
                 break
             clip = np.concatenate(pieces)[: int(seconds * sample_rate)]
             path = out_dir / f"{Path(d).name}_{i:02d}.wav"
-            tmp = path.with_name(path.name + ".tmp.wav")
-            sf.write(tmp, clip, sample_rate, subtype="PCM_16")
-            os.replace(tmp, path)
+            atomic_write(path, lambda p: sf.write(p, clip, sample_rate, subtype="PCM_16"), tmp_suffix=".wav")
             paths.append(path)
     return paths
 

@@ -17,7 +17,6 @@ is not committed; this module rebuilds it from the packages (``APT_PACKAGES``).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import MmarError
 
 APT_PACKAGES = ["ffmpeg", "espeak-ng", "flite", "fortunes",
@@ -44,17 +44,13 @@ def _need(tool: str, package: str) -> None:
 def _write(path: Path, audio: np.ndarray, sr: int) -> None:
     import soundfile as sf
 
-    tmp = path.with_name(path.name + ".tmp.wav")
-    sf.write(tmp, audio, sr, subtype="PCM_16")
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: sf.write(p, audio, sr, subtype="PCM_16"), tmp_suffix=".wav")
 
 
 def decode_g722(src: Path, dst: Path) -> None:
     """Decode an Asterisk G.722 prompt to a 16 kHz mono wav file (atomically)."""
-    tmp = dst.with_name(dst.name + ".tmp.wav")
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(src), "-ar", "16000",
-                    "-ac", "1", str(tmp)], check=True)
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda p: subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(src),
+                                                "-ar", "16000", "-ac", "1", str(p)], check=True), tmp_suffix=".wav")
 
 
 def asterisk(out: Path, limit: int | None = None) -> int:

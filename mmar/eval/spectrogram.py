@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import MmarError
 
 
@@ -77,9 +77,4 @@ def save_spectrograms(rows: list[tuple[str, np.ndarray]], sr: int, path: Path, d
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))

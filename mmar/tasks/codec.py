@@ -145,8 +145,8 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
         return header, _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), levels, cfg.codebook_bits)
     if not rdo:
         return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), lm)
-    books = [cb.codebook for cb in codec.model.quantizer.codebooks[:levels]]
-    return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0), lm, RateDistortion(books, rdo))
+    rdo_choice = RateDistortion(codec.model.quantizer.books[:levels], rdo)
+    return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0), lm, rdo_choice)
 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
@@ -192,20 +192,18 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
     out_total = header.extra.get("ni", header.num_samples) if header.input_rate != cfg.sample_rate else header.num_samples
     if not isinstance(out_total, int) or out_total < 0:
         raise ContainerError("header field 'ni' is invalid")
-    dec = codec.stream_decoder()
-    push = lambda codes: dec.push(torch.from_numpy(codes)[None])  # noqa: E731
+    gen = None
     if header.mode == "lm":
         blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
-        if fine:
-            gen = FineGenerator(lm, [cb.codebook for cb in codec.model.quantizer.codebooks])
-            push = lambda codes: dec.push_latents(gen.push(codes))  # noqa: E731
+        gen = FineGenerator(lm, codec.model.quantizer.books) if fine else None
     else:
         blocks = _raw_blocks(header, payloads, frames_total, cfg.codebook_size)
 
     def audio16k() -> Iterator[np.ndarray]:
-        emitted = 0
+        dec, emitted = codec.stream_decoder(), 0
         for codes in blocks:
-            y = push(codes)[0].numpy()[: max(0, header.num_samples - emitted)]
+            y = dec.push_latents(gen.push(codes)) if gen else dec.push(torch.from_numpy(codes)[None])
+            y = y[0].numpy()[: max(0, header.num_samples - emitted)]
             emitted += len(y)
             yield y
         yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]

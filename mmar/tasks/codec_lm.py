@@ -76,6 +76,12 @@ def entropy_batch(coarse: torch.Tensor, empty: int) -> tuple[torch.Tensor, torch
     return torch.cat([start, stream[..., :-1]], dim=-1), stream
 
 
+def expected_vectors(logits: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """Fine-level logits [..., F, V] and codebooks [F, V, D] → the sum over levels of each level's
+    codebook vector expected under its distribution [..., D]."""
+    return torch.einsum("...fv,fvd->...d", logits.softmax(-1), books)
+
+
 class FineGenerator:
     """Streaming fine-level prediction: push(coarse [L, t]) → latents [1, D, t] for the codec decoder.
 
@@ -98,6 +104,6 @@ class FineGenerator:
         size, parts = self.model.cfg.codebook_size, []
         for i in range(0, codes.shape[1], self.lm.window):  # appends of ≤ window frames fit the ring
             logits = self.model.logits(self.model(codes=codes[None, :, i : i + self.lm.window], cache=self.cache))[0, :, :, :size]
-            parts.append(torch.einsum("tfv,fvd->td", logits.softmax(-1), self.fine_books))
+            parts.append(expected_vectors(logits, self.fine_books))
         fine = torch.cat(parts) if parts else torch.zeros_like(z)
         return (z + fine).T[None]

@@ -92,6 +92,11 @@ class ResidualVQ(nn.Module):
         self.levels, self.size, self.dim = levels, size, dim
         self.codebooks = nn.ModuleList(EMACodebook(size, dim, decay, dead_threshold) for _ in range(levels))
 
+    @property
+    def books(self) -> list[torch.Tensor]:
+        """Each level's codebook vectors [size, D], in level order."""
+        return [cb.codebook for cb in self.codebooks]
+
     @torch.no_grad()
     def init_kmeans(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Initialise every level by k-means on the residuals of latents z [B, D, T]."""
