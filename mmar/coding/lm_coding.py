@@ -190,11 +190,11 @@ def _decode(model, payloads, frames, chunk_steps, window, stats):
             raise ContainerError(f"chunk {c} lies beyond the end of the coded stream")
         dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
         end = min(steps, st.step + chunk_steps)
+        grow = min(end, frames) - (buf_start + buf.shape[1])  # frames this chunk starts
+        buf = np.concatenate([buf, np.zeros((levels, max(0, grow)), dtype=np.int64)], axis=1)
         while st.step < end:
             s = st.step
             present = present_levels(s, frames, levels)
-            if s < frames:
-                buf = np.concatenate([buf, np.zeros((levels, 1), dtype=np.int64)], axis=1)
             pmf = st.pmf(present) if present else None
             try:
                 sym = dec.decode(family, pmf) if present else np.zeros(0, dtype=np.int32)
