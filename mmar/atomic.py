@@ -1,24 +1,149 @@
-"""Atomic file writes: write a sibling temp file, fsync it, rename it over the target."""
+"""Atomic file writes, the one implementation every writer in the package uses.
+
+A file is written to a uniquely named temp file in the target's directory (created
+with ``O_EXCL`` and mode ``0o666``, so the user's umask applies: never 0600), fsynced,
+then ``os.replace``d onto the target (or hard-linked, when overwriting is refused, so
+a file that appeared meanwhile is never clobbered). Readers never see a partial file;
+a failed or abandoned write leaves no temp file behind.
+
+Two forms::
+
+    atomic_write(path, lambda tmp: sf.write(tmp, audio, sr), tmp_suffix=".wav")   # a writer that wants a path
+
+    with AtomicFile(path, overwrite=False) as f:      # a stream: f is an open binary file
+        f.write(b"...")                                # clean exit commits, an exception aborts
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, Union
+
+from .errors import MmarError
+
+__all__ = ["AtomicFile", "atomic_write", "write_json"]
+
+_TRIES = 16
+
+
+def _create_temp(path: Path, tmp_suffix: str) -> tuple[Path, int]:
+    """A new, empty, uniquely named sibling of ``path``: (its path, an fd open for writing)."""
+    for _ in range(_TRIES):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{tmp_suffix}")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise MmarError(f"cannot write {path}: {e.strerror or e}") from None
+    raise MmarError(f"cannot write {path}: no free temp file name after {_TRIES} tries")  # pragma: no cover
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:  # make the rename durable; not possible on every platform
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``path`` atomically (refusing an existing ``path`` unless ``overwrite``)."""
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        try:
+            os.link(tmp, path)  # atomic "create if absent"
+        except FileExistsError:
+            raise MmarError(f"{path} exists; use -f to overwrite") from None
+        except OSError:  # no hard links here (some network or FAT file systems): check, then rename
+            if path.exists():
+                raise MmarError(f"{path} exists; use -f to overwrite") from None
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+class AtomicFile:
+    """A binary file that appears at ``path`` only when :meth:`commit` succeeds.
+
+    Use as a context manager (``as f`` gives the open binary file; a clean exit commits, an
+    exception aborts) or call :meth:`commit` / :meth:`abort` yourself. The directory must exist.
+
+    Raises:
+        MmarError: ``path`` exists and ``overwrite`` is false (checked on open and again on
+            commit), or the temp file cannot be created.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], overwrite: bool = True, tmp_suffix: str = ""):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if not overwrite and self.path.exists():
+            raise MmarError(f"{self.path} exists; use -f to overwrite")
+        self.tmp, fd = _create_temp(self.path, tmp_suffix)
+        self.file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> int:
+        if self.file is None:
+            raise ValueError(f"{self.path}: the atomic file is already closed")
+        return self.file.write(data)
+
+    def commit(self) -> Path:
+        """Flush, fsync, close and move the temp file onto ``path``; aborts on any failure."""
+        try:
+            if self.file is None:
+                raise ValueError(f"{self.path}: the atomic file is already closed")
+            f, self.file = self.file, None
+            with f:
+                f.flush()
+                os.fsync(f.fileno())
+            _publish(self.tmp, self.path, self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard what was written (idempotent); ``path`` is left as it was."""
+        if self.file is not None:
+            f, self.file = self.file, None
+            f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BinaryIO:
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], tmp_suffix: str = "") -> Path:
     """Call ``write(tmp)`` and move ``tmp`` onto ``path``; readers never see a partial file, and a
-    failed write leaves no temp file. ``tmp_suffix`` keeps a format-giving extension (".wav")."""
+    failed write leaves no temp file. ``tmp_suffix`` keeps a format-giving extension (".wav").
+    Missing parent directories are created; an existing ``path`` is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{tmp_suffix}")
+    tmp, fd = _create_temp(path, tmp_suffix)
+    os.close(fd)  # the callback opens it by name; it keeps the mode made under the umask
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,13 +1,20 @@
-"""Shipped checkpoints: ``<dir>/model.safetensors`` (inference weights) + ``<dir>/config.json``.
+"""Checkpoints: where they are found, how they are read, and which tensors they hold.
 
+A shipped checkpoint is ``<dir>/model.safetensors`` (inference weights) + ``<dir>/config.json``.
 The weight hash written into codec files is the first 8 hex digits of the SHA-256 of the
 safetensors file, so a file names exactly the weights that produced it.
+
+Search path (:func:`find_checkpoint`): an explicit ``--checkpoint`` path, then
+``$MMAR_CHECKPOINTS/<name>``, then the checkpoints shipped inside the package
+(``mmar/checkpoints/<name>``, the repository's ``checkpoints/`` folder).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -16,14 +23,53 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_write, write_json
 from .errors import MmarError
 
+TRAINING_ONLY = ("ema_", "initialized")  # buffers that training keeps and inference never reads
 
-def weights_hash(path: Path) -> str:
-    """First 8 hex digits of the SHA-256 of a file."""
+
+def find_checkpoint(name: str, explicit: Path | None = None) -> Path:
+    """The checkpoint directory (or file) to load: ``explicit`` if given, else the first existing of
+    ``$MMAR_CHECKPOINTS/<name>`` and the package's shipped ``<name>``; :class:`MmarError` lists
+    every place it looked when none exists."""
+    if explicit is not None:
+        explicit = Path(explicit)
+        if not explicit.exists():
+            raise MmarError(f"checkpoint not found: {explicit}")
+        return explicit
+    looked = []
+    if os.environ.get("MMAR_CHECKPOINTS"):
+        looked.append(Path(os.environ["MMAR_CHECKPOINTS"]) / name)
+    looked.append(Path(str(files("mmar") / "checkpoints" / name)))
+    for place in looked:
+        if place.exists():
+            return place
+    raise MmarError(f"checkpoint {name!r} not found; looked in {', '.join(map(str, looked))} "
+                    "(pass --checkpoint PATH or set MMAR_CHECKPOINTS to a folder holding it)")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:8]
+    return h.hexdigest()
+
+
+def weights_hash(path: Path) -> str:
+    """First 8 hex digits of the SHA-256 of a file."""
+    return file_sha256(path)[:8]
+
+
+def substate(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` whose keys start with ``prefix`` (e.g. ``"model."``), prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def inference_state(source: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A module's state dict (or a state dict) without training-only buffers (EMA statistics,
+    codebook-initialised flags): what a shipped checkpoint holds."""
+    state = source.state_dict() if isinstance(source, torch.nn.Module) else source
+    return {k: v for k, v in state.items() if not any(t in k for t in TRAINING_ONLY)}
 
 
 def save_pretrained(state: dict[str, torch.Tensor], config: dict, out_dir: Path, dtype: torch.dtype = torch.float16) -> Path:

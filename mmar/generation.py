@@ -1,21 +1,101 @@
-"""Autoregressive decoding on the kv-cache: prefill → decode_one_frame → decode_n_frames.
+"""THE decoding loop: every autoregressive user of the Transformer runs through this module
+(the LM entropy coder, the fine-token generator, and TTS, image and video generation).
 
-A *frame* here is one stream step carrying K codebook tokens (one per level), as laid out by
-:class:`mmar.patterns.DelayPattern`. Sampling supports temperature (0 = greedy), top-k,
-top-p, a repetition penalty and classifier-free guidance: with ``cfg_scale`` ≠ 1 the batch
-holds the conditional rows first and the unconditional rows second ([2B, ...]); both halves
-receive the same sampled tokens.
+Three layers, each usable on its own:
+
+- a **stepper** runs the model on new tokens and returns their logits: :class:`CachedStepper`
+  (the frame-level kv-cache; one step takes ``[B, K, N]`` tokens, N ≥ 1, so block-causal frames
+  and whole blocks work) and :class:`UncachedStepper` (the reference: recomputes a full forward
+  per row every step);
+- a **chooser** turns the logits of one step into tokens: :class:`Sampler` (temperature, top-k,
+  top-p, repetition penalty, classifier-free guidance, allowed ids per step) or any callable
+  with the same signature (the entropy coder picks the symbols it codes);
+- :func:`decode_loop` alternates them, applies a :class:`StopRule` and keeps a per-row
+  ``finished`` mask; :func:`generate` wires all three for the common case.
+
+Classifier-free guidance: with ``cfg_scale`` ≠ 1 the batch holds the conditional rows first and
+the unconditional rows second ([2B, ...]); both halves receive the same sampled tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from .transformer import CausalTransformer, KVCache
 
+Chooser = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(step, logits [B, K, V], history [B, K, steps so far]) → tokens int64 [B, K]."""
 
+AllowedIds = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+"""(step, history [B, K, steps so far]) → bool [K, V] or [B, K, V] of allowed ids (None: all)."""
+
+
+# -- steppers ------------------------------------------------------------------------------
+class CachedStepper:
+    """The model on a kv-cache: each call appends tokens and returns their logits.
+
+    ``capacity`` tokens per row (with a ``window`` in frames, the ring may be smaller and the
+    stream unbounded); ``tokens_per_frame`` > 1 makes frames block-causal.
+    """
+
+    def __init__(self, model: CausalTransformer, batch: int, capacity: int, tokens_per_frame: int = 1,
+                 window: int | None = None):
+        p = next(model.parameters())
+        self.model = model
+        self.cache = KVCache(model.cfg, batch, capacity, tokens_per_frame, window, dtype=p.dtype, device=p.device)
+
+    @torch.no_grad()
+    def __call__(self, codes: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Append prefix [B, P] and/or codes [B, K, N] (row b: its first ``lengths[b]`` tokens, prefix
+        included, are real) → logits [B, P + N, K, V]."""
+        return self.model.logits(self.model(codes=codes, prefix=prefix, cache=self.cache, lengths=lengths))
+
+
+class UncachedStepper:
+    """Reference stepper: keeps each row's tokens and recomputes a full forward of every row at
+    every call (no cache; rows of different lengths run one by one). Same interface and results
+    as :class:`CachedStepper`, up to float rounding."""
+
+    def __init__(self, model: CausalTransformer, batch: int, tokens_per_frame: int = 1, window: int | None = None):
+        self.model, self.tokens_per_frame, self.window = model, tokens_per_frame, window
+        self.prefix: list[torch.Tensor | None] = [None] * batch
+        self.codes: list[torch.Tensor | None] = [None] * batch
+
+    @torch.no_grad()
+    def __call__(self, codes: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+        p = 0 if prefix is None else prefix.shape[1]
+        n = p + (0 if codes is None else codes.shape[-1])
+        out = []
+        for b in range(len(self.codes)):
+            real = n if lengths is None else int(lengths[b])
+            if prefix is not None:
+                self.prefix[b] = prefix[b : b + 1]
+            if codes is not None and real > p:
+                new = codes[b : b + 1, :, : real - p]
+                self.codes[b] = new if self.codes[b] is None else torch.cat([self.codes[b], new], dim=-1)
+            hidden = self.model(codes=self.codes[b], prefix=self.prefix[b], tokens_per_frame=self.tokens_per_frame,
+                                window=self.window)
+            logits = self.model.logits(hidden[:, hidden.shape[1] - real :])
+            out.append(torch.cat([logits, logits.new_zeros(1, n - real, *logits.shape[2:])], dim=1))
+        return torch.cat(out)
+
+
+Stepper = CachedStepper | UncachedStepper
+
+
+def last_logits(logits: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, N, K, V] of a (ragged) append → each row's last real step [B, K, V]."""
+    if lengths is None:
+        return logits[:, -1]
+    return logits[torch.arange(logits.shape[0]), (lengths - 1).clamp_min(0)]
+
+
+# -- choosing tokens -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 1.0  # 0 → greedy (argmax)
@@ -39,14 +119,16 @@ def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator
     """Draw one token per row and codebook. logits [B, K, V] → tokens int64 [B, K].
 
     With classifier-free guidance (cfg_scale ≠ 1) logits are [2B, K, V] (cond first) and the
-    result is [2B, K], the B sampled tokens repeated for both halves. ``allowed`` bool [V] or
-    [K, V] restricts the choice (e.g. to real codes, no special ids).
+    result is [2B, K], the B sampled tokens repeated for both halves. ``history`` [B or 2B, K, H]
+    feeds the repetition penalty; ``allowed`` bool [V], [K, V] or [B, K, V] restricts the choice.
     """
     logits = logits.float()
     if cfg.cfg_scale != 1.0:
         cond, uncond = logits.chunk(2)
-        logits = uncond + cfg.cfg_scale * (cond - uncond)
+        banned = torch.isneginf(cond) | torch.isneginf(uncond)  # masked ids stay masked (no inf - inf)
+        logits = (uncond + cfg.cfg_scale * (cond - uncond)).masked_fill(banned, float("-inf"))
         history = None if history is None else history.chunk(2)[0]
+        allowed = allowed.chunk(2)[0] if allowed is not None and allowed.dim() == 3 else allowed
     if history is not None:
         logits = apply_repetition_penalty(logits, history[..., -cfg.repetition_window :], cfg.repetition_penalty)
     if allowed is not None:
@@ -60,62 +142,114 @@ def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if cfg.top_p < 1.0:
             sorted_logits, order = logits.sort(dim=-1, descending=True)
-            cum = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cum - sorted_logits.softmax(-1) > cfg.top_p  # keep the smallest set reaching top_p
+            probs = sorted_logits.softmax(-1)
+            drop = probs.cumsum(-1) - probs > cfg.top_p  # keep the smallest set reaching top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         probs = logits.softmax(-1)
         tokens = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
     return torch.cat([tokens, tokens]) if cfg.cfg_scale != 1.0 else tokens
 
 
-@torch.no_grad()
-def prefill(model: CausalTransformer, cache: KVCache, codes: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Write the prompt (prefix [B, P] and/or codes [B, K, S]) to the cache → logits of the next step [B, K, V]."""
-    hidden = model(codes=codes, prefix=prefix, cache=cache)
-    return model.logits(hidden[:, -1:])[:, 0]
+@dataclass
+class Sampler:
+    """The standard chooser: :func:`sample` with a config, a seeded generator, an optional
+    ``allowed`` hook (constraints per step) and a ``prompt`` history [B, K, H] that seeds the
+    repetition penalty."""
+
+    cfg: SamplingConfig = field(default_factory=SamplingConfig)
+    generator: torch.Generator | None = None
+    allowed: AllowedIds | None = None
+    prompt: torch.Tensor | None = None
+
+    def __call__(self, step: int, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        hist = None
+        if self.cfg.repetition_penalty != 1.0:
+            hist = history if self.prompt is None else torch.cat([self.prompt.to(history), history], dim=-1)
+        allowed = self.allowed(step, history) if self.allowed is not None else None
+        return sample(logits, self.cfg, self.generator, hist, allowed)
+
+
+# -- the loop ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StopRule:
+    """A row ends when codebook ``level`` emits ``end_id``; before ``min_steps`` steps that id is
+    forbidden there. Ended rows emit ``fill_id`` (default: ``end_id``) on every codebook."""
+
+    end_id: int
+    level: int = 0
+    min_steps: int = 0
+    fill_id: int | None = None
+
+
+@dataclass
+class Generated:
+    """tokens int64 [B, K, n] (n ≤ the steps asked for: the loop stops once every row ended);
+    lengths [B]: steps up to and including each row's end token (n if it never ended);
+    finished bool [B]; logits [B, K, V] predicting the step after the last, when fed (else None)."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 @torch.no_grad()
-def decode_one_frame(model: CausalTransformer, cache: KVCache, frame: torch.Tensor) -> torch.Tensor:
-    """Append one frame of tokens [B, K] → logits of the next step [B, K, V]."""
-    hidden = model(codes=frame[:, :, None], cache=cache)
-    return model.logits(hidden)[:, 0]
+def decode_loop(stepper: Stepper, logits: torch.Tensor, steps: int, choose: Chooser, stop: StopRule | None = None,
+                feed_last: bool = False, finished: torch.Tensor | None = None) -> Generated:
+    """Run up to ``steps`` steps from ``logits`` [B, K, V] (the prediction for the first step).
 
-
-@torch.no_grad()
-def decode_n_frames(model: CausalTransformer, cache: KVCache, logits: torch.Tensor, n: int, cfg: SamplingConfig,
-                    generator: torch.Generator | None = None, history: torch.Tensor | None = None,
-                    constrain=None) -> torch.Tensor:
-    """Sample n frames starting from ``logits`` [B, K, V] (from :func:`prefill`) → tokens [B, K, n].
-
-    ``constrain(step, tokens [B, K]) → tokens`` may overwrite sampled tokens (e.g. force the
-    empty id where the delay pattern has no value yet). ``history`` [B, K, H] seeds the
-    repetition penalty (usually the prompt).
+    Each step: the stop rule masks the end id (min length), ``choose`` picks tokens [B, K], ended
+    rows get the fill id, and the tokens are fed to ``stepper`` to predict the next step (the
+    last step's tokens only with ``feed_last``, so a stream can be continued by another call;
+    ended rows are fed as padding, so their cache stops growing). ``finished`` [B] marks rows
+    that ended before this call.
     """
-    out = []
-    hist = history if history is not None else logits.new_zeros((logits.shape[0], logits.shape[1], 0), dtype=torch.long)
-    for step in range(n):
-        tokens = sample(logits, cfg, generator, hist if cfg.repetition_penalty != 1.0 else None)
-        if constrain is not None:
-            tokens = constrain(step, tokens)
-        out.append(tokens)
-        if cfg.repetition_penalty != 1.0:
-            hist = torch.cat([hist, tokens[:, :, None]], dim=-1)[..., -cfg.repetition_window :]
-        if step + 1 < n:
-            logits = decode_one_frame(model, cache, tokens)
-    return torch.stack(out, dim=-1)
+    b = logits.shape[0]
+    done = torch.zeros(b, dtype=torch.bool) if finished is None else finished.clone()
+    lengths = torch.full((b,), steps, dtype=torch.long)
+    history = torch.zeros(b, logits.shape[1], steps, dtype=torch.long)
+    n = 0
+    for step in range(steps):
+        if stop is not None and step < stop.min_steps:
+            logits = logits.clone()
+            logits[:, stop.level, stop.end_id] = float("-inf")
+        tokens = choose(step, logits, history[..., :step])
+        if stop is not None:
+            fill = stop.end_id if stop.fill_id is None else stop.fill_id
+            tokens = torch.where(done[:, None], torch.full_like(tokens, fill), tokens)
+            ended = ~done & (tokens[:, stop.level] == stop.end_id)
+            lengths = torch.where(ended, torch.full_like(lengths, step + 1), lengths)
+        history[..., step] = tokens
+        n = step + 1
+        live = ~done
+        if stop is not None:
+            done = done | ended
+        last = step + 1 == steps or bool(done.all())
+        if last and not feed_last:
+            break
+        feed = None if bool(live.all()) else live.long()
+        logits = last_logits(stepper(codes=tokens[:, :, None], lengths=feed), feed)
+        if last:
+            break
+    return Generated(history[..., :n], lengths.clamp_max(n), done, logits if feed_last else None)
 
 
 @torch.no_grad()
-def generate_uncached(model: CausalTransformer, codes: torch.Tensor, n: int, cfg: SamplingConfig,
-                      generator: torch.Generator | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
-    """Reference decoder: recompute the full forward at every step (no cache) → tokens [B, K, n].
-    Used by the benchmark and the tests to check that cached decoding changes nothing."""
-    out = []
-    seq = codes
-    for _ in range(n):
-        hidden = model(codes=seq, prefix=prefix)
-        tokens = sample(model.logits(hidden[:, -1:])[:, 0], cfg, generator)
-        out.append(tokens)
-        seq = torch.cat([seq, tokens[:, :, None]], dim=-1)
-    return torch.stack(out, dim=-1)
+def generate(model: CausalTransformer, prompt: torch.Tensor, steps: int, choose: Chooser | None = None,
+             stop: StopRule | None = None, prefix: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+             cached: bool = True, window: int | None = None) -> Generated:
+    """Continue ``prompt`` codes [B, K, S] (row b: its first ``lengths[b]`` steps; right-padded)
+    after an optional ``prefix`` [B, P] for up to ``steps`` steps.
+
+    ``choose`` defaults to greedy decoding. ``cached=False`` runs the uncached reference with
+    the same chooser and stop rule, for checking.
+    """
+    choose = choose or Sampler(SamplingConfig(temperature=0))
+    b, p = prompt.shape[0], 0 if prefix is None else prefix.shape[1]
+    total = None if lengths is None else lengths + p
+    if cached:
+        stepper: Stepper = CachedStepper(model, b, p + prompt.shape[-1] + steps, window=window)
+    else:
+        stepper = UncachedStepper(model, b, window=window)
+    first = last_logits(stepper(codes=prompt, prefix=prefix, lengths=total), total)
+    return decode_loop(stepper, first, steps, choose, stop)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write
+from .checkpoint import substate
 
 
 @dataclass
@@ -67,12 +68,11 @@ def load_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer,
     """Restore what :func:`save_state` wrote; returns the step to continue from."""
     tensors = load_file(str(path))
     info = json.loads(path.with_suffix(".json").read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(substate(tensors, "model."))
     state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
+    for k, v in substate(tensors, "optim.").items():
+        pid, name = k.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
     optim.load_state_dict({"state": state, "param_groups": info["param_groups"]})
     generator.set_state(tensors["rng"])
     return int(info["step"])

@@ -22,33 +22,40 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .heads import CodebookEmbedding, CodebookHeads, codebook_vocab
+
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Hyper-parameters. ``vocab`` per codebook = ``codebook_size + n_special`` (see patterns.SpecialIds)."""
+    """Hyper-parameters. Token vocabularies come from :mod:`mmar.heads` (``codebook_vocab``), so the
+    config never counts special ids itself."""
 
     dim: int = 256
     n_layers: int = 6
     n_heads: int = 4
     mlp_hidden: int = 0  # 0 → SwiGLU default: 8/3 · dim rounded up to a multiple of 64
-    num_codebooks: int = 4  # K input embeddings summed per step, K output heads
-    out_codebooks: int = 0  # > 0: this many output heads instead of K (inputs and outputs differ)
-    codebook_size: int = 1024
-    n_special: int = 5  # empty, eos, mask×3 (patterns.SpecialIds)
+    vocab: tuple[int, ...] = codebook_vocab(1024, 4)  # one input embedding table per codebook (K = len)
+    head_vocab: tuple[int, ...] | None = None  # output heads' vocab sizes; None → same as ``vocab``; () → no heads
     latent_dim: int = 0  # > 0: continuous latents [B, S, latent_dim] can be fed through a linear adapter
     prefix_vocab: int = 0  # > 0: conditioning ids [B, P] (text, phonemes, class) get their own embedding
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
 
-    @property
-    def vocab(self) -> int:
-        return self.codebook_size + self.n_special
+    def __post_init__(self):  # JSON gives lists
+        object.__setattr__(self, "vocab", tuple(self.vocab))
+        if self.head_vocab is not None:
+            object.__setattr__(self, "head_vocab", tuple(self.head_vocab))
 
     @property
-    def heads_k(self) -> int:
-        """Number of output heads."""
-        return self.out_codebooks or self.num_codebooks
+    def out_vocab(self) -> tuple[int, ...]:
+        """Vocabulary sizes of the output heads (``head_vocab``, or ``vocab`` when that is None)."""
+        return self.vocab if self.head_vocab is None else self.head_vocab
+
+    @property
+    def num_codebooks(self) -> int:
+        """K: input codebooks summed per step."""
+        return len(self.vocab)
 
     @property
     def head_dim(self) -> int:
@@ -60,14 +67,14 @@ class TransformerConfig:
 
 
 PRESETS: dict[str, TransformerConfig] = {
-    "debug": TransformerConfig(dim=32, n_layers=2, n_heads=2, num_codebooks=2, codebook_size=16),
+    "debug": TransformerConfig(dim=32, n_layers=2, n_heads=2, vocab=codebook_vocab(16, 2)),
     "small": TransformerConfig(dim=256, n_layers=6, n_heads=4),
     "base": TransformerConfig(dim=512, n_layers=12, n_heads=8),
 }
 
 
 def preset(name: str, **overrides) -> TransformerConfig:
-    """A named preset with fields overridden, e.g. ``preset("small", num_codebooks=3)``."""
+    """A named preset with fields overridden, e.g. ``preset("small", vocab=codebook_vocab(1024, 3))``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides)
@@ -85,9 +92,10 @@ def frame_ids(n: int, tokens_per_frame: int = 1, prefix_len: int = 0, start: int
 
 
 def visibility(q_frames: torch.Tensor, k_frames: torch.Tensor, window: int | None = None) -> torch.Tensor:
-    """Boolean mask [n_q, n_k]: True where a query may attend a key (same or earlier frame, within the window)."""
-    diff = q_frames[:, None] - k_frames[None, :]
-    ok = diff >= 0
+    """Boolean mask [..., n_q, n_k]: True where a query may attend a key (same or earlier frame,
+    within the window; a key frame of -1 marks an empty cache slot). q_frames [..., n_q], k_frames [..., n_k]."""
+    diff = q_frames[..., :, None] - k_frames[..., None, :]
+    ok = (diff >= 0) & (k_frames >= 0)[..., None, :]
     if window is not None:
         ok &= diff < window
     return ok
@@ -104,17 +112,31 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """positions [S] → (cos, sin) [S, head_dim/2] for angles position · base^(-2i/head_dim)."""
+    """positions [..., S] → (cos, sin) [..., S, head_dim/2] for angles position · base^(-2i/head_dim)."""
     inv = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    ang = positions.to(torch.float32)[:, None] * inv[None]
+    ang = positions.to(torch.float32)[..., None] * inv
     return ang.cos(), ang.sin()
 
 
 def rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate channel pairs of x [B, H, S, hd] by the angles of ``rope`` (from :func:`rope_tables`)."""
+    """Rotate channel pairs of x [B, H, S, hd] by the angles of ``rope`` ([S, hd/2] or per row [B, S, hd/2])."""
     cos, sin = rope
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+@dataclass
+class AttentionPlan:
+    """How every layer attends in one forward: rotary tables, and either SDPA's fused causal
+    path (``causal``), a boolean ``mask`` ([S, S] or [B, 1, S, n_keys]), or a cache ``step``."""
+
+    rope: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor | None = None
+    causal: bool = False
+    cache: KVCache | None = None
+    step: CacheStep | None = None
 
 
 class Attention(nn.Module):
@@ -124,15 +146,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
-        """x [B, S, D]; rope tables [S, hd/2]; mask [S, S] (no cache) — with a cache the mask comes from it."""
+    def forward(self, x: torch.Tensor, plan: AttentionPlan, layer: int) -> torch.Tensor:
+        """x [B, S, D] → [B, S, D]; with a cache the new keys/values are written to it first."""
         b, s, _ = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.cfg.n_heads, self.cfg.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, rope), rotary(k, rope)
-        if cache is not None:
-            k, v, mask = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        q, k = rotary(q, plan.rope), rotary(k, plan.rope)
+        if plan.cache is not None:
+            k, v = plan.cache.update(layer, k, v, plan.step)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, is_causal=plan.causal)
         return self.proj(y.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -153,8 +174,8 @@ class Block(nn.Module):
         self.attn_norm, self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn, self.mlp = Attention(cfg), SwiGLU(cfg)
 
-    def forward(self, x, rope, mask, cache, layer):
-        x = x + self.attn(self.attn_norm(x), rope, mask, cache, layer)
+    def forward(self, x: torch.Tensor, plan: AttentionPlan, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), plan, layer)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -164,23 +185,22 @@ class CausalTransformer(nn.Module):
     ``forward`` takes any of: ``codes`` int64 [B, K, S] (the K embeddings of a step are summed),
     ``latents`` float [B, S, latent_dim], ``prefix`` int64 [B, P] (placed before the stream and
     visible to itself whole). It returns hidden states [B, P + S, D]; :meth:`logits` maps them to
-    [B, S', K, vocab].
+    [B, S', K, V] through the heads (:class:`mmar.heads.CodebookHeads`).
     """
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
-        self.code_emb = nn.Embedding(cfg.num_codebooks * cfg.vocab, cfg.dim)  # K tables stacked
-        self.register_buffer("code_offsets", torch.arange(cfg.num_codebooks) * cfg.vocab, persistent=False)
+        self.code_emb = CodebookEmbedding(cfg.vocab, cfg.dim)
         self.latent_in = nn.Linear(cfg.latent_dim, cfg.dim) if cfg.latent_dim else None
         self.prefix_emb = nn.Embedding(cfg.prefix_vocab, cfg.dim) if cfg.prefix_vocab else None
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.heads = nn.Linear(cfg.dim, cfg.heads_k * cfg.vocab, bias=False)  # K heads fused
+        self.heads = CodebookHeads(cfg.out_vocab, cfg.dim) if cfg.out_vocab else None
         self.apply(self._init)
 
     def _init(self, m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        if isinstance(m, (nn.Linear, nn.Embedding, CodebookEmbedding, CodebookHeads)):
             nn.init.normal_(m.weight, std=self.cfg.init_std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
@@ -194,7 +214,7 @@ class CausalTransformer(nn.Module):
                 raise ValueError("this model has no prefix embedding (prefix_vocab=0)")
             parts.append(self.prefix_emb(prefix))
         if codes is not None:
-            x = self.code_emb(codes + self.code_offsets[None, :, None]).sum(1)  # [B, S, D]
+            x = self.code_emb(codes)  # [B, S, D]
         if latents is not None:
             if self.latent_in is None:
                 raise ValueError("this model has no latent adapter (latent_dim=0)")
@@ -205,36 +225,63 @@ class CausalTransformer(nn.Module):
 
     def forward(self, codes: torch.Tensor | None = None, latents: torch.Tensor | None = None,
                 prefix: torch.Tensor | None = None, tokens_per_frame: int = 1, window: int | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """→ hidden [B, P + S, D]. Without a cache: a full forward with the mask given by
-        ``prefix``/``tokens_per_frame``/``window``. With a cache: the tokens are appended (whole
-        frames) and attend to what the cache holds; the cache's own layout and window apply."""
+                cache: KVCache | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """→ hidden [B, P + S, D].
+
+        Without a cache: a full forward with the mask given by ``prefix``/``tokens_per_frame``/
+        ``window`` (plain causal attention takes SDPA's fused causal path, no mask is built).
+        With a cache: the tokens are appended and attend to what the cache holds, under the
+        cache's own layout and window; ``lengths`` [B] (cache only) says how many of the S stream
+        tokens of each row are real (right padding; the rest are written nowhere visible)."""
         x = self.embed(codes, latents, prefix)
         n, p = x.shape[1], 0 if prefix is None else prefix.shape[1]
-        if cache is None:
-            frames, positions = frame_ids(n, tokens_per_frame, p), torch.arange(n, device=x.device)
-            mask = visibility(frames, frames, window).to(x.device)
+        if cache is not None:
+            step = cache.reserve(n, p, lengths)
+            plan = AttentionPlan(rope_tables(step.positions, self.cfg.head_dim, self.cfg.rope_base), step.mask, cache=cache, step=step)
         else:
-            positions, mask = cache.reserve(n, p), None
-        rope = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_base)
+            if lengths is not None:
+                raise ValueError("lengths needs a cache (a full forward takes equal-length rows)")
+            rope = rope_tables(torch.arange(n, device=x.device), self.cfg.head_dim, self.cfg.rope_base)
+            if p == 0 and tokens_per_frame == 1 and window is None:
+                plan = AttentionPlan(rope, causal=True)
+            else:
+                frames = frame_ids(n, tokens_per_frame, p).to(x.device)
+                plan = AttentionPlan(rope, visibility(frames, frames, window))
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, cache, i)
+            x = layer(x, plan, i)
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [B, S, D] → logits [B, S, K, vocab] (K = ``cfg.heads_k``)."""
-        b, s, _ = hidden.shape
-        return self.heads(hidden).view(b, s, self.cfg.heads_k, self.cfg.vocab)
+        """hidden [B, S, D] → logits [B, S, K, V] (K heads; V the largest head vocabulary)."""
+        if self.heads is None:
+            raise ValueError("this model has no codebook heads (head_vocab=())")
+        return self.heads(hidden)
+
+
+@dataclass
+class CacheStep:
+    """What :meth:`KVCache.reserve` hands to every layer's :meth:`KVCache.update` for one append of n tokens.
+
+    slots / positions: int64 [B, n] (ring slot and rotary position of each token);
+    mask: bool [B, 1, n, capacity] (which cached slots each new token attends to).
+    """
+
+    slots: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor
 
 
 class KVCache(nn.Module):
-    """Static, preallocated keys/values for every layer, appended one or more whole frames at a time.
+    """Static, preallocated keys/values for every layer, with positions and frames kept per row.
 
-    Slots form a ring of ``capacity`` tokens; each slot remembers its token's frame id and
-    position (tensors), so attention masks are rebuilt from data, not from Python counters.
-    With ``window`` (frames), a query sees only the last ``window`` frames, and the ring can be
-    as small as ``(window + max_frames_per_append - 1) * tokens_per_frame`` for unbounded streams.
-    Without a window, ``capacity`` bounds the total length.
+    Slots form a ring of ``capacity`` tokens; each row remembers, per slot, the frame id of its
+    token (-1: nothing visible there), so attention masks are rebuilt from data, never from
+    Python counters, and every step attends to all ``capacity`` slots (fixed shapes). Rows
+    advance independently: ``lengths`` [B] counts the tokens each row holds, so a batch can hold
+    prompts of different lengths, and a row that has ended can stop growing (append with
+    length 0). With ``window`` (frames), a query sees only the last ``window`` frames of its row,
+    and the ring can be as small as ``(window + max_frames_per_append - 1) * tokens_per_frame``
+    for unbounded streams. Without a window, ``capacity`` bounds every row's length.
     """
 
     def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, tokens_per_frame: int = 1,
@@ -244,45 +291,55 @@ class KVCache(nn.Module):
         shape = (cfg.n_layers, batch, cfg.n_heads, capacity, cfg.head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("slot_frame", torch.full((capacity,), -1, dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("next_pos", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("next_frame", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self._slots = self._mask = None
-        self._used = 0
+        self.register_buffer("slot_frame", torch.full((batch, capacity), -1, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("lengths", torch.zeros(batch, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("next_frame", torch.zeros(batch, dtype=torch.long, device=device), persistent=False)
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
 
     def reset(self) -> None:
         self.slot_frame.fill_(-1)
-        self.next_pos.zero_()
+        self.lengths.zero_()
         self.next_frame.zero_()
 
-    def reserve(self, n: int, prefix_len: int = 0) -> torch.Tensor:
-        """Claim slots for n new tokens (a prefix frame of ``prefix_len`` tokens, then whole frames).
-        Returns their positions [n]; the layers then call :meth:`update`."""
-        body = n - prefix_len
-        if body % self.tokens_per_frame:
-            raise ValueError(f"append whole frames: {body} tokens is not a multiple of {self.tokens_per_frame}")
-        pos0 = int(self.next_pos)
-        if self.window is None and pos0 + n > self.capacity:
-            raise ValueError(f"kv-cache full: {pos0 + n} tokens > capacity {self.capacity} (set a window)")
-        frames = frame_ids(n, self.tokens_per_frame, prefix_len, int(self.next_frame)).to(self.k.device)
+    def reserve(self, n: int, prefix_len: int = 0, lengths: torch.Tensor | None = None) -> CacheStep:
+        """Claim slots for n new tokens per row: a prefix frame of ``prefix_len`` tokens, then whole
+        frames. ``lengths`` [B] (default n): how many of the n tokens of each row are real; the
+        rest are padding that no token will see. → the :class:`CacheStep` the layers write with."""
+        dev, b = self.k.device, self.batch
+        real = torch.full((b,), n, dtype=torch.long, device=dev) if lengths is None else lengths.to(dev, torch.long)
+        if real.shape != (b,) or bool(((real < 0) | (real > n)).any()):
+            raise ValueError(f"lengths must be [B={b}] values in 0..{n}")
+        body = real - prefix_len
+        if bool(((body < 0) & (real > 0)).any()) or bool((body.clamp_min(0) % self.tokens_per_frame).any()):
+            raise ValueError(f"append whole frames: {body.tolist()} tokens after the prefix are not multiples of {self.tokens_per_frame}")
+        if self.window is None and int(self.lengths.max()) + n > self.capacity:
+            raise ValueError(f"kv-cache full: {int(self.lengths.max()) + n} tokens > capacity {self.capacity} (set a window)")
+        idx = torch.arange(n, device=dev)
+        positions = self.lengths[:, None] + idx  # [B, n]
+        frames = self.next_frame[:, None] + frame_ids(n, self.tokens_per_frame, prefix_len).to(dev)[None]
+        valid = idx[None] < real[:, None]
+        slots = positions % self.capacity
         if self.window is not None:
-            oldest_needed = int(frames[0]) - self.window + 1
-            evicted = self.slot_frame[(pos0 + torch.arange(n, device=self.k.device)) % self.capacity]
-            if n > self.capacity or ((evicted >= 0) & (evicted >= oldest_needed)).any():
+            oldest = frames[:, :1] - self.window + 1
+            evicted = self.slot_frame.gather(1, slots)
+            if n > self.capacity or bool(((evicted >= 0) & (evicted >= oldest)).any()):
                 raise ValueError("kv-cache ring too small for this append and window; raise capacity")
-        positions = pos0 + torch.arange(n, device=self.k.device)
-        self._slots = positions % self.capacity
-        self.slot_frame[self._slots] = frames
-        # without a window the ring never wraps: attend only to the slots written so far
-        self._used = self.capacity if self.window is not None else pos0 + n
-        used = self.slot_frame[: self._used]
-        self._mask = visibility(frames, used, self.window) & (used >= 0)[None]
-        self.next_pos += n
-        self.next_frame.copy_(frames[-1] + 1)
-        return positions
+        slot_frame = torch.where(valid, frames, torch.full_like(frames, -1))
+        self.slot_frame.scatter_(1, slots, slot_frame)
+        mask = visibility(frames, self.slot_frame, self.window)
+        mask.scatter_(-1, slots[:, :, None], True)  # every token sees itself (padding too: no empty softmax rows)
+        self.lengths += real
+        last = frames.gather(1, (real - 1).clamp_min(0)[:, None])[:, 0] + 1
+        self.next_frame.copy_(torch.where(real > 0, last, self.next_frame))
+        return CacheStep(slots, positions, mask[:, None])
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, n, hd] into the reserved slots → (all keys, all values, mask [n, capacity])."""
-        self.k[layer][:, :, self._slots] = k
-        self.v[layer][:, :, self._slots] = v
-        return self.k[layer][:, :, : self._used], self.v[layer][:, :, : self._used], self._mask
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, n, hd] into the step's slots → (keys, values) [B, H, capacity, hd]."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        self.k[layer].transpose(1, 2)[rows, step.slots] = k.transpose(1, 2)
+        self.v[layer].transpose(1, 2)[rows, step.slots] = v.transpose(1, 2)
+        return self.k[layer], self.v[layer]
+

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from mmar.checkpoint import save_pretrained
+from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.data.crops import CropDataset
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
@@ -127,8 +127,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
 
 def export(codec: SpeechCodec, out: Path, name: str = "sc16k") -> Path:
     """Write the inference weights (no EMA statistics) as an fp16 checkpoint directory."""
-    inference = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
-    return save_pretrained(inference, {"kind": "speech_codec", "name": name, **codec.config_dict()}, out)
+    return save_pretrained(inference_state(codec), {"kind": "speech_codec", "name": name, **codec.config_dict()}, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads(args.config.read_text())
     if args.export_only:
         codec = SpeechCodec(CodecConfig(**cfg["model"]))
-        codec.load_state_dict({k[6:]: v for k, v in load_file(str(args.out / "state.safetensors")).items() if k.startswith("model.")})
+        codec.load_state_dict(substate(load_file(str(args.out / "state.safetensors")), "model."))
         print(export(codec, args.export_only))
         return 0
     if args.steps:

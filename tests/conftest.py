@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmar.checkpoint import save_pretrained
+from mmar.checkpoint import inference_state, save_pretrained
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
 from synth import speechlike
 
@@ -19,8 +19,7 @@ def tiny_codec_dir(tmp_path_factory):
     with torch.no_grad():
         codec.quantizer.init_kmeans(codec.analyse(codec.pad(audio)), torch.Generator().manual_seed(0))
     d = tmp_path_factory.mktemp("ckpt") / "tiny-codec"
-    state = {k: v for k, v in codec.state_dict().items() if "ema_" not in k and "initialized" not in k}
-    save_pretrained(state, {"kind": "speech_codec", "name": "tiny", **codec.config_dict()}, d)
+    save_pretrained(inference_state(codec), {"kind": "speech_codec", "name": "tiny", **codec.config_dict()}, d)
     return d
 
 

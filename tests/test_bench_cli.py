@@ -1,7 +1,9 @@
 """The benchmark commands print a table and write JSON with the promised fields."""
 
 import json
+import shutil
 
+import pytest
 import soundfile as sf
 
 from mmar.cli import main
@@ -18,6 +20,11 @@ def test_bench_generate_reports_cache_vs_recompute(tmp_path, capsys):
     assert "speedup" in capsys.readouterr().out
 
 
+_TOOLS = ("opusenc", "opusdec", "c2enc", "c2dec")  # the baselines' command-line codecs
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in _TOOLS),
+                    reason=f"needs {', '.join(_TOOLS)} (apt install opus-tools codec2)")
 def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmar.patterns import CausalMasking, DelayPattern, SpecialIds
+from mmar.patterns import CausalMasking, DelayPattern, SpecialIds, voicecraft_layout
 
 
 @settings(max_examples=200, deadline=None)
@@ -29,29 +29,65 @@ def test_delay_pattern_level_k_follows_levels_below_in_same_frame():
     assert stream[0].tolist() == [[0, 1, 99, 99], [99, 2, 3, 99], [99, 99, 4, 5]]
 
 
+def test_delay_pattern_holds_matches_build():
+    pat = DelayPattern(3, [0, 2, 1])
+    codes = torch.arange(12).view(1, 3, 4)
+    stream = pat.build(codes, -1)[0]
+    for step in range(pat.steps(4)):
+        held = pat.holds(step, frames=4)
+        assert [stream[k, step].item() for k, _ in held] == [codes[0, k, f].item() for k, f in held]
+        assert sorted(k for k in range(3) if stream[k, step] != -1) == [k for k, _ in held]
+    assert pat.holds(1) == [(0, 1), (2, 0)]  # open stream: only the left edge is empty
+
+
 @settings(max_examples=300, deadline=None)
-@given(k=st.integers(1, 4), t=st.integers(1, 60), seed=st.integers(0, 2**31 - 1))
-def test_causal_masking_round_trip(k, t, seed):
+@given(b=st.integers(1, 3), k=st.integers(1, 4), t=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       delayed=st.booleans(), ends=st.booleans(), some_unmasked=st.booleans())
+def test_causal_masking_round_trip(b, k, t, seed, delayed, ends, some_unmasked):
     g = torch.Generator().manual_seed(seed)
-    ids = SpecialIds(1024)
-    cm = CausalMasking(ids)
-    codes = torch.randint(0, 1024, (k, t), generator=g)
-    spans = cm.sample_spans(t, g)
-    assert 1 <= len(spans) <= 3
-    stream = cm.rearrange(codes, spans)
-    assert stream.shape == (k, t + 2 * len(spans))
-    assert torch.equal(cm.restore(stream), codes)
-    # the span content sits at the end, in order, behind its mask token
-    tail = torch.cat([torch.cat([torch.full((k, 1), ids.mask(i)), codes[:, a:b]], 1) for i, (a, b) in enumerate(spans)], 1)
-    assert torch.equal(stream[:, -tail.shape[1] :], tail)
+    ids = SpecialIds(1024, with_eog=True)
+    cm = CausalMasking(ids, DelayPattern(k) if delayed else None, end_tokens=ends)
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    codes = torch.randint(0, 1024, (b, k, t), generator=g)
+    spans = [cm.sample_spans(int(n), g) if not some_unmasked or i % 2 else [] for i, n in enumerate(lengths)]
+    stream, stream_lengths = cm.rearrange(codes, spans, lengths)
+    extra = [2 * len(s) + (len(s) + 1 if ends else 0) + ((2 * len(s) + 1) * (k - 1) if delayed else 0) for s in spans]
+    assert stream_lengths.tolist() == [int(n) + e for n, e in zip(lengths, extra)]
+    back, back_lengths, back_spans = cm.restore(stream, stream_lengths)
+    assert torch.equal(back_lengths, lengths) and back_spans == [list(s) for s in spans]
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.equal(back[i, :, :n], codes[i, :, :n])
+
+
+def test_causal_masking_example_and_span_content_at_the_end():
+    ids = SpecialIds(16)
+    x = torch.tensor([[[0, 1, 2, 3]]])
+    stream, _ = CausalMasking(ids).rearrange(x, [[(1, 3)]])
+    assert stream[0, 0].tolist() == [0, ids.mask(0), 3, ids.mask(0), 1, 2]
+
+
+def test_voicecraft_layout_example():
+    """K=2, T=4, span [1, 3): U0=[f0] m0 U1=[f3]+eos m0 S0=[f1 f2]+eog, each delayed on its own."""
+    ids = SpecialIds(16, with_eog=True)
+    e, m, eos, eog = ids.empty, ids.mask(0), ids.eos, ids.eog
+    codes = torch.tensor([[[0, 1, 2, 3], [10, 11, 12, 13]]])
+    stream, lengths = voicecraft_layout(ids, 2).rearrange(codes, [[(1, 3)]])
+    assert stream[0].tolist() == [
+        [0, e, m, 3, eos, e, m, 1, 2, eog, e],
+        [e, 10, m, e, 13, eos, m, e, 11, 12, eog],
+    ]
+    assert lengths.tolist() == [11]
 
 
 def test_causal_masking_rejects_bad_spans_and_streams():
     cm = CausalMasking(SpecialIds(16))
-    codes = torch.zeros(1, 10, dtype=torch.long)
-    with pytest.raises(ValueError):
-        cm.rearrange(codes, [(3, 2)])
-    with pytest.raises(ValueError):
-        cm.rearrange(codes, [(0, 4), (2, 6)])
-    with pytest.raises(ValueError):
-        cm.restore(codes)
+    codes = torch.zeros(1, 1, 10, dtype=torch.long)
+    for bad in ([(3, 2)], [(0, 4), (2, 6)], [(0, 11)], [(0, 1), (2, 3), (4, 5), (6, 7)]):
+        with pytest.raises(ValueError):
+            cm.rearrange(codes, [bad])
+    stream, _ = cm.rearrange(codes, [[(2, 4)]])
+    for broken in (stream[..., :-3], stream[..., 3:], codes):
+        with pytest.raises(ValueError):
+            cm.restore(broken) if broken is not codes else cm.restore(torch.cat([codes, codes.new_full((1, 1, 1), 18)], -1))
+    with pytest.raises(ValueError, match="eog"):
+        CausalMasking(SpecialIds(16), end_tokens=True)

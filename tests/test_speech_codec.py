@@ -11,7 +11,7 @@ from mmar.cli import main
 from mmar.errors import ContainerError, MmarError
 from mmar.tasks.codec import decode_array, decode_file, encode_array, encode_file, load_codec
 from mmar.tokenizers.base import Tokenizer
-from mmar.tokenizers.speech_codec import CodecConfig, StreamingDecoder, StreamingEncoder
+from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
 
 from synth import speechlike
 
@@ -50,15 +50,29 @@ def test_streaming_equals_offline(tiny_codec_dir, seed):
     assert (streamed - offline_audio).abs().max() <= 1e-4 * max(1.0, offline_audio.abs().max().item())
 
 
-def test_decoder_latency_is_bounded():
-    cfg = CodecConfig()
-    # after t frames, all but the last n_fft - hop samples are final (80 ms latency in total)
-    assert (cfg.n_fft - cfg.hop) / cfg.sample_rate + cfg.hop / cfg.sample_rate == pytest.approx(0.08)
+def test_decoder_latency_is_bounded(tiny_codec_dir):
+    """Fed one frame at a time, the decoder gives each sample as soon as no later frame can change it.
+    Frame t needs input up to (t + 1) * hop, so a sample's latency is that minus its own position;
+    the worst case is the documented algorithmic latency: one hop + (n_fft - hop) overlap = n_fft."""
+    codec = load_codec(tiny_codec_dir).model
+    hop, n_fft, frames = codec.hop, codec.cfg.n_fft, 50
+    codes = codec.encode(torch.from_numpy(speechlike(frames * hop / codec.sample_rate))[None], 3).codes
+    dec, arrival = StreamingDecoder(codec), []  # arrival[s]: the frame after which sample s came out
+    for t in range(frames):
+        arrival += [t] * dec.push(codes[..., t : t + 1]).shape[-1]
+    assert len(arrival) == (frames - (n_fft // hop - 1)) * hop  # the rest waits for frames that never come
+    assert arrival[0] == n_fft // hop - 1  # the first sample: once the frames overlapping it are in
+    latency = [(t + 1) * hop - s for s, t in enumerate(arrival)]
+    assert max(latency) == n_fft and min(latency) == n_fft - hop + 1
+    assert arrival == sorted(arrival) and len(arrival) + dec.flush().shape[-1] == frames * hop
+    assert CodecConfig().n_fft / CodecConfig().sample_rate == pytest.approx(0.08)  # the shipped codec: 80 ms
 
 
 def test_bitrate_to_levels():
-    cfg = CodecConfig()
-    assert [cfg.levels_for_kbps(k) for k in (0.5, 1.5, 3, 6, 100)] == [1, 3, 6, 12, 12]
+    codec = SpeechCodec(CodecConfig())
+    assert [codec.levels_for_kbps(k) for k in (0.5, 1.5, 3, 6, 100)] == [1, 3, 6, 12, 12]
+    with pytest.raises(MmarError, match="positive"):
+        codec.levels_for_kbps(0)
 
 
 @pytest.mark.parametrize("sr,channels", [(16000, 1), (44100, 2), (8000, 1)])

@@ -101,6 +101,58 @@ def test_cache_refuses_partial_frames_and_overflow():
         m(codes=torch.zeros(1, 2, 6, dtype=torch.long), cache=small)
 
 
+def test_ragged_batch_cache_equals_full_forward_of_each_row():
+    """Rows with prompts of different lengths (right-padded), then steps where one row has ended
+    (appends nothing): every real token's output equals that row's own full forward."""
+    m = model(prefix_vocab=10)
+    g = torch.Generator().manual_seed(0)
+    b, s, steps = 3, 8, 5
+    codes = torch.randint(0, 16, (b, 2, s + steps), generator=g)
+    prefix = torch.randint(0, 10, (b, 2), generator=g)
+    lengths = torch.tensor([8, 3, 6])
+    ended_after = [5, 2, 5]  # row 1 stops growing after 2 steps
+    with torch.no_grad():
+        cache = KVCache(m.cfg, b, 2 + s + steps)
+        # prompt: row i's first lengths[i] codes sit at the start, padding after
+        prompt = torch.stack([torch.cat([codes[i, :, : lengths[i]], codes[i, :, : s - lengths[i]]], -1) for i in range(b)])
+        h = m(codes=prompt, prefix=prefix, cache=cache, lengths=lengths + 2)
+        outs = [[h[i : i + 1, : 2 + int(lengths[i])]] for i in range(b)]
+        for t in range(steps):
+            live = torch.tensor([t < e for e in ended_after])
+            step = torch.stack([codes[i, :, lengths[i] + t] for i in range(b)])[..., None]
+            h = m(codes=step, cache=cache, lengths=live.long())
+            for i in range(b):
+                if live[i]:
+                    outs[i].append(h[i : i + 1])
+        assert cache.lengths.tolist() == [2 + int(n) + e for n, e in zip(lengths, ended_after)]
+        for i in range(b):
+            n = int(lengths[i]) + ended_after[i]
+            full = m(codes=codes[i : i + 1, :, :n], prefix=prefix[i : i + 1])
+            assert (full - torch.cat(outs[i], 1)).abs().max() <= 1e-5, f"row {i}"
+
+
+def test_plain_causal_forward_takes_the_fused_path_and_cache_steps_have_fixed_shapes(monkeypatch):
+    import torch.nn.functional as F
+
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False):
+        seen.append((attn_mask is None, is_causal, k.shape[-2]))
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    m = model()
+    with torch.no_grad():
+        m(codes=torch.zeros(1, 2, 5, dtype=torch.long))
+        assert seen and all(s[:2] == (True, True) for s in seen)  # no mask materialised
+        seen.clear()
+        cache = KVCache(m.cfg, 1, 16)
+        for _ in range(4):
+            m(codes=torch.zeros(1, 2, 1, dtype=torch.long), cache=cache)
+        assert {s[2] for s in seen} == {16}  # every step attends to the whole (static) cache
+
+
 def test_frame_ids_example():
     assert frame_ids(7, 2, 3).tolist() == [0, 0, 0, 1, 1, 2, 2]
     assert frame_ids(3).tolist() == [0, 1, 2]

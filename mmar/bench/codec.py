@@ -24,6 +24,7 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 
 from ..atomic import write_json
+from ..audio import read_mono
 from ..errors import MmarError
 from ..eval import metrics as M
 
@@ -59,17 +60,7 @@ class FunctionSystem:
 
 def load_clip(path: Path, sr: int = SR) -> np.ndarray:
     """Read an audio file (any soundfile format) as float32 mono ``[N]`` at ``sr``."""
-    import soundfile as sf
-
-    try:
-        audio, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # [N, C]
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / OSError
-        raise MmarError(f"cannot read audio {path}: {e}") from None
-    audio = audio.mean(axis=1)
-    if file_sr != sr:
-        import soxr
-
-        audio = soxr.resample(audio, file_sr, sr, quality="HQ").astype(np.float32)
+    audio, _ = read_mono(path, sr)
     if audio.size == 0:
         raise MmarError(f"{path}: no audio samples")
     return audio

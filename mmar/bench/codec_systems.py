@@ -10,7 +10,9 @@ import numpy as np
 
 from ..coding.container import ContainerReader
 from ..tasks.codec import LoadedCodec, decode_array, encode_array, load_codec
-from ..tasks.codec_lm import DEFAULT_LM_CHECKPOINT, LoadedLM, load_lm
+from ..checkpoint import find_checkpoint
+from ..errors import MmarError
+from ..tasks.codec_lm import LoadedLM, load_lm
 
 
 @dataclass
@@ -32,7 +34,7 @@ class MmarCodecSystem:
     @property
     def name(self) -> str:
         if self.lm is None:
-            return f"mmar {self.kbps:g} kbps ({self.codec.levels_for(self.kbps)} levels)"
+            return f"mmar {self.kbps:g} kbps ({self.codec.model.levels_for_kbps(self.kbps)} levels)"
         return f"mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
 
     @property
@@ -41,7 +43,7 @@ class MmarCodecSystem:
 
     def roundtrip(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
         t0 = time.perf_counter()
-        data = encode_array(self.codec, audio, self.codec.cfg.sample_rate, self.kbps, self.lm, self.rdo)
+        data = encode_array(self.codec, audio, self.codec.model.sample_rate, self.kbps, self.lm, self.rdo)
         t1 = time.perf_counter()
         info: dict = {}
         decoded, _ = decode_array(self.codec, data, self.lm, self.fine, info)
@@ -52,7 +54,7 @@ class MmarCodecSystem:
         st = self.stats
         st["encode_s"] += t1 - t0
         st["decode_s"] += t2 - t1
-        st["audio_s"] += len(audio) / self.codec.cfg.sample_rate
+        st["audio_s"] += len(audio) / self.codec.model.sample_rate
         st["bits"] += 8 * len(data)
         st["payload_bits"] += 8 * payload_bytes
         st["xent_bits"] += info.get("xent_bits", 0.0)
@@ -74,8 +76,12 @@ def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: 
     and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the LM's default λ."""
     codec = load_codec(checkpoint)
     systems = [MmarCodecSystem(codec, b) for b in bitrates]
-    lm_path = lm_checkpoint or (DEFAULT_LM_CHECKPOINT if (DEFAULT_LM_CHECKPOINT / "config.json").exists() else None)
-    if lm_path is not None:
-        lm = load_lm(lm_path)
+    if lm_checkpoint is None:
+        try:
+            lm_checkpoint = find_checkpoint("speech-lm-16k")
+        except MmarError:
+            pass  # no LM on the search path: raw rows only
+    if lm_checkpoint is not None:
+        lm = load_lm(lm_checkpoint)
         systems += [MmarCodecSystem(codec, bitrates[0], lm, fine, rdo) for rdo in sorted({0.0, lm.rdo}) for fine in (True, False)]
     return systems

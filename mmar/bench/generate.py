@@ -6,38 +6,54 @@ import time
 
 import torch
 
-from ..generation import SamplingConfig, decode_n_frames, generate_uncached, prefill
-from ..transformer import CausalTransformer, KVCache, preset
+from ..generation import CachedStepper, Chooser, Sampler, SamplingConfig, generate
+from ..heads import codebook_vocab
+from ..transformer import CausalTransformer, preset
+
+
+def _with_progress(choose: Chooser, total: int, desc: str, show: bool) -> Chooser:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", disable=not show, leave=False)
+
+    def step(i: int, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        bar.update(1)
+        if i + 1 == total:
+            bar.close()
+        return choose(i, logits, history)
+
+    return step
 
 
 @torch.inference_mode()
 def run_generate_bench(frames: int = 1000, codebooks: int = 4, preset_name: str = "small", prompt_frames: int = 16,
-                       seed: int = 0) -> dict:
-    """Greedy-decode ``frames`` steps from one random prompt twice: with the kv-cache and by
-    recomputing the whole sequence each step. Returns timings, the speed-up and whether both
-    produced the same tokens, plus the largest logit difference over the generated sequence."""
+                       seed: int = 0, progress: bool = False) -> dict:
+    """Greedy-decode ``frames`` steps from one random prompt twice through :func:`mmar.generation.generate`:
+    with the kv-cache and with the uncached reference (a full forward per step). Returns timings,
+    the speed-up and whether both produced the same tokens, plus the largest logit difference
+    over the generated sequence."""
     torch.manual_seed(seed)
-    cfg = preset(preset_name, num_codebooks=codebooks)
+    size = 1024
+    cfg = preset(preset_name, vocab=codebook_vocab(size, codebooks))
     model = CausalTransformer(cfg).eval()
-    prompt = torch.randint(0, cfg.codebook_size, (1, codebooks, prompt_frames))
-    greedy = SamplingConfig(temperature=0)
+    prompt = torch.randint(0, size, (1, codebooks, prompt_frames))
+    greedy = Sampler(SamplingConfig(temperature=0))
 
     t0 = time.perf_counter()
-    cache = KVCache(cfg, 1, prompt_frames + frames)
-    cached = decode_n_frames(model, cache, prefill(model, cache, prompt), frames, greedy)
+    cached = generate(model, prompt, frames, _with_progress(greedy, frames, "cached", progress)).tokens
     t_cached = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    uncached = generate_uncached(model, prompt, frames, greedy)
+    uncached = generate(model, prompt, frames, _with_progress(greedy, frames, "uncached", progress), cached=False).tokens
     t_uncached = time.perf_counter() - t0
 
     # logits of the generated sequence: one full forward vs the cached pass, token by token
     seq = torch.cat([prompt, cached], dim=-1)
     full = model.logits(model(codes=seq[..., :-1]))[:, prompt_frames - 1 :]
-    cache = KVCache(cfg, 1, prompt_frames + frames)
-    step = [model.logits(model(codes=seq[..., : prompt_frames], cache=cache))[:, -1:]]
+    stepper = CachedStepper(model, 1, prompt_frames + frames)
+    step = [stepper(codes=seq[..., :prompt_frames])[:, -1:]]
     for t in range(prompt_frames, seq.shape[-1] - 1):
-        step.append(model.logits(model(codes=seq[..., t : t + 1], cache=cache)))
+        step.append(stepper(codes=seq[..., t : t + 1]))
     diff = (full - torch.cat(step, dim=1)).abs().max().item()
     return {
         "preset": preset_name,

@@ -16,10 +16,24 @@ class Parser(argparse.ArgumentParser):
         raise MmarError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def version() -> str:
+    """The installed distribution's version (the package's own ``__version__`` when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("mmar")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import bench, codec
 
     parser = Parser(prog="mmar", description="Multimodal autoregressive generation: speech codec, TTS, image and video.")
+    parser.add_argument("--version", action="version", version=f"mmar {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     codec.add_parser(sub)
     bench.add_parser(sub)

@@ -1,10 +1,9 @@
-"""``mmar codec encode | decode | info`` and ``mmar bench codec``."""
+"""``mmar codec encode | decode | info`` (``mmar bench codec`` is in :mod:`mmar.cli.bench`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from ..errors import MmarError
@@ -50,36 +49,45 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """Fields from the header and one pass over the chunks' lengths and CRCs: no model is loaded,
+    except with ``--crossentropy`` on an LM-coded file (then the coarse levels are decoded)."""
     from ..coding.container import payload_bits
 
     sizes = payload_bits(args.input)
     h = sizes.pop("header")
-    frames = math.ceil(h.num_samples / (h.sample_rate // h.frame_rate))
     info = {
-        "file": str(args.input), "model": h.model, "weights": h.weights, "mode": h.mode,
-        "sample_rate": h.sample_rate, "input_rate": h.input_rate, "duration": round(h.duration, 3),
-        "levels": h.levels, "bits_per_code": h.bits, "frames": frames, "chunks": sizes["chunks"],
-        "bytes": sizes["total_bytes"], "payload_bytes": sizes["payload_bytes"],
+        "file": str(args.input), "format_version": sizes["format_version"], "model": h.model, "weights": h.weights,
+        "mode": h.mode, "sample_rate": h.sample_rate, "input_rate": h.input_rate, "duration": round(h.duration, 3),
+        "levels": h.levels, "bits_per_code": h.bits, "frames": h.frames, "chunks": sizes["chunks"],
+        "bytes": sizes["total_bytes"], "header_bytes": sizes["header_bytes"], "payload_bytes": sizes["payload_bytes"],
         "kbps": round(8 * sizes["total_bytes"] / max(h.duration, 1e-9) / 1000, 3),
-        "bits_total": 8 * sizes["total_bytes"], "bits_raw": h.levels * h.bits * frames,
+        "bits_total": 8 * sizes["total_bytes"], "bits_raw": h.levels * h.bits * h.frames,
     }
-    if h.mode == "lm":  # the model's cross-entropy of the coded symbols needs the model
-        from ..coding.container import ContainerReader
-        from ..tasks.codec import decode_stream, load_codec
-
-        stats: dict = {}
-        with ContainerReader(args.input) as r:
-            for _ in decode_stream(load_codec(args.checkpoint, args.tokenizer), r.header, r, _lm(args.lm_checkpoint), fine=False, stats=stats):
-                pass
-        info["bits_model_crossentropy"] = round(stats.get("xent_bits", 0.0), 1)
+    if h.mode == "lm":
         info["lm"] = h.extra.get("lm")
         info["rdo_lambda"] = h.extra.get("rdo", 0.0)
+        info["bits_model_crossentropy"] = round(_crossentropy(args), 1) if args.crossentropy else None
     if args.json:
         print(json.dumps(info, indent=1))
     else:
         for k, v in info.items():
-            print(f"{k:<14} {v}")
+            print(f"{k:<24} {v}")
     return 0
+
+
+def _crossentropy(args: argparse.Namespace) -> float:
+    """The LM's cross-entropy (bits) of an LM-coded file's symbols: decodes its coarse levels."""
+    from tqdm import tqdm
+
+    from ..coding.container import ContainerReader
+    from ..tasks.codec import decode_stream, load_codec
+
+    codec, lm, stats = load_codec(args.checkpoint, args.tokenizer), _lm(args.lm_checkpoint), {}
+    with ContainerReader(args.input) as r, tqdm(total=round(r.header.duration, 1), unit="s", desc="cross-entropy", leave=False,
+                                                 disable=r.header.duration < 60) as bar:
+        for y in decode_stream(codec, r.header, r, lm, fine=False, stats=stats):
+            bar.update(len(y) / r.header.input_rate)
+    return stats.get("xent_bits", 0.0)
 
 
 def _path_in(value: str) -> Path:
@@ -90,13 +98,15 @@ def _path_in(value: str) -> Path:
 
 
 def add_parser(sub) -> None:
+    from ..tokenizers.base import tokenizer_names
+
     p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
     csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
-    ck = dict(type=Path, default=None, help="codec checkpoint: a directory (default: the shipped speech-codec-16k), "
-                                           "or with --tokenizer encodec_24khz Meta's .th file")
-    tok = dict(default="mmar", choices=["mmar", "encodec_24khz"], help="which codec (encodec_24khz: pip install 'mmar[encodec]' "
-                                                                     "is not needed; weights come from --checkpoint)")
-    lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: the shipped speech-lm-16k)")
+    ck = dict(type=Path, default=None, help="codec checkpoint: a directory (default: speech-codec-16k from $MMAR_CHECKPOINTS "
+                                           "or the shipped one), or with --tokenizer encodec_24khz Meta's .th file")
+    tok = dict(default="speech16k", choices=tokenizer_names(aliases=True),
+               help="which codec (default: speech16k, also called mmar; encodec_24khz needs --checkpoint)")
+    lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: speech-lm-16k from $MMAR_CHECKPOINTS or the shipped one)")
 
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
     e.add_argument("input", type=_path_in)
@@ -126,41 +136,9 @@ def add_parser(sub) -> None:
     i = csub.add_parser("info", help="what a .mmc file holds (model, duration, levels, bytes, kbps)")
     i.add_argument("input", type=_path_in)
     i.add_argument("--json", action="store_true")
+    i.add_argument("--crossentropy", action="store_true",
+                   help="LM-coded files: also the LM's cross-entropy of the coded symbols (decodes the coarse levels; slow)")
     i.add_argument("--checkpoint", **ck)
     i.add_argument("--tokenizer", **tok)
     i.add_argument("--lm-checkpoint", **lmck)
     i.set_defaults(func=_info)
-
-
-def _bench_codec(args: argparse.Namespace) -> int:
-    from ..bench.codec_systems import mmar_systems
-    from ..atomic import write_json
-    from ..bench.codec import format_table, run_codec_bench
-    from ..eval.baselines import default_baselines
-
-    clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
-    if not clips:
-        raise MmarError(f"no audio clips in {args.clips}")
-    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint)
-    result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None, log=print)
-    result["mmar"] = {s.name: s.summary() for s in ours}
-    print(format_table(result))
-    print("\nmmar timing and coding (real-time factors per direction; LM rows: payload bits vs the model's cross-entropy and vs raw packing)")
-    for name, st in result["mmar"].items():
-        extra = f"  bits/xent {st['bits_over_xent']:.4f}  saving vs raw {100 * st['saving_vs_raw']:.1f}%" if "xent_bits" in st else ""
-        print(f"  {name:<34} encode RTF {st['rtf_encode']:.4f}  decode RTF {st['rtf_decode']:.4f}{extra}")
-    if args.json:
-        write_json(result, args.json)
-    return 0
-
-
-def add_bench_parser(bsub) -> None:
-    c = bsub.add_parser("codec", help="mmar codec vs Codec2 and Opus on the same clips (PESQ-WB, STOI, SI-SDR, RTF)")
-    c.add_argument("--clips", type=Path, required=True, help="folder of speech clips")
-    c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
-    c.add_argument("--checkpoint", type=Path, default=None)
-    c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")
-    c.add_argument("--json", type=Path)
-    c.add_argument("--png", type=Path, help="spectrograms of the first clip")
-    c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow: ~3 s per clip and system)")
-    c.set_defaults(func=_bench_codec)

@@ -1,9 +1,10 @@
 """Conditional entropy coding of codec tokens under a causal Transformer (LMCodec style).
 
 The coarse levels [L, T] are laid out with :class:`~mmar.patterns.DelayPattern` (delays
-0..L-1): stream step s holds level k of frame s-k, so level k of a frame is coded after
-levels < k of the same frame. Each step costs one Transformer step on the frame-level
-kv-cache (sliding window of ``window`` steps), and the step's symbols are range-coded with
+0..L-1; ``DelayPattern.holds`` says which (level, frame) a stream step holds), so level k of a
+frame is coded after levels < k of the same frame. Each step is one step of
+:func:`mmar.generation.decode_loop` on the frame-level kv-cache (sliding window of ``window``
+steps) whose chooser codes the step's symbols: they are range-coded with
 constriction under the step's distributions. Positions the pattern leaves empty cost nothing.
 The stream is cut into chunks of ``chunk_steps`` steps, each its own range-coder message.
 
@@ -26,8 +27,10 @@ import numpy as np
 import torch
 
 from ..errors import ContainerError
-from ..patterns import SpecialIds
-from ..transformer import CausalTransformer, KVCache
+from ..generation import CachedStepper, decode_loop, last_logits
+from ..heads import codebook_size_of
+from ..patterns import DelayPattern, SpecialIds
+from ..transformer import CausalTransformer
 
 PMF_BITS = 24  # probabilities are integers in [1, 2**24 + 1] before the coder renormalises them
 
@@ -50,35 +53,63 @@ def single_thread():
         torch.set_num_threads(n)
 
 
-def present_levels(step: int, frames: int | None, levels: int) -> list[int]:
-    """Levels holding a real code at stream ``step`` (``frames`` None = stream still open)."""
-    return [k for k in range(levels) if step - k >= 0 and (frames is None or step - k < frames)]
+class _CodedStream:
+    """The entropy model walking the delayed stream one step at a time (through
+    :func:`mmar.generation.decode_loop`), with a buffer of the frames not yet fully coded.
 
-
-class _Stepper:
-    """One-step-at-a-time walk over the delayed stream; ``logits`` [L, V] predict the next step."""
+    Subclasses implement :meth:`symbols`: given the step's (level, frame) pairs and their integer
+    pmfs, return the symbols coded there (the encoder picks and encodes them, the decoder decodes them).
+    """
 
     def __init__(self, model: CausalTransformer, window: int):
-        self.model, self.ids, self.levels = model, SpecialIds(model.cfg.codebook_size), model.cfg.num_codebooks
-        self.cache = KVCache(model.cfg, 1, capacity=window, window=window)
-        self.step = 0
-        self.logits = self._forward(torch.full((self.levels,), self.ids.empty))  # start step: all empty
+        self.levels = model.cfg.num_codebooks
+        self.size = codebook_size_of(model.cfg.vocab[0])
+        self.empty = SpecialIds(self.size).empty
+        self.pattern = DelayPattern(self.levels)
+        self.stepper = CachedStepper(model, 1, capacity=window, window=window)
+        self.logits = last_logits(self.stepper(codes=torch.full((1, self.levels, 1), self.empty)))  # start step: all empty
+        self.step = 0  # stream steps coded so far
+        self.frames: int | None = None  # total frames, once known
+        self.buf = np.zeros((self.levels, 0), dtype=np.int64)  # codes of frames buf_start, buf_start + 1, …
+        self.buf_start = 0
         self.xent_bits = 0.0
 
-    @torch.no_grad()
-    def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.logits(self.model(codes=tokens.view(1, -1, 1), cache=self.cache))[0, 0]
+    def symbols(self, held: list[tuple[int, int]], pmf: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
-    def pmf(self, present: list[int]) -> np.ndarray:
-        return integer_pmf(self.logits[present], self.model.cfg.codebook_size)
+    def run(self, steps: int) -> None:
+        """Code ``steps`` more stream steps."""
+        if steps > 0:
+            self.logits = decode_loop(self.stepper, self.logits, steps, self._choose, feed_last=True).logits
 
-    def advance(self, present: list[int], symbols: np.ndarray, pmf: np.ndarray) -> None:
-        if present:
-            self.xent_bits -= float(np.log2(pmf[np.arange(len(present)), symbols] / pmf.sum(-1)).sum())
-        tokens = torch.full((self.levels,), self.ids.empty)
-        tokens[present] = torch.from_numpy(symbols.astype(np.int64))
+    def _choose(self, _step: int, logits: torch.Tensor, _history: torch.Tensor) -> torch.Tensor:
+        held = self.pattern.holds(self.step, self.frames)
+        tokens = torch.full((1, self.levels), self.empty)
+        if held:
+            pmf = integer_pmf(logits[0, [k for k, _ in held]], self.size)
+            sym = self.symbols(held, pmf)
+            self.xent_bits -= float(np.log2(pmf[np.arange(len(held)), sym] / pmf.sum(-1)).sum())
+            for (k, f), v in zip(held, sym):
+                self.buf[k, f - self.buf_start] = v
+                tokens[0, k] = int(v)
         self.step += 1
-        self.logits = self._forward(tokens)
+        return tokens
+
+    def grow(self, frames: int) -> None:
+        """Make room for ``frames`` more frames in the buffer."""
+        self.buf = np.concatenate([self.buf, np.zeros((self.levels, frames), dtype=np.int64)], axis=1)
+
+    def complete(self) -> int:
+        """Frames whose every level has been coded."""
+        if self.frames is not None and self.step >= self.pattern.steps(self.frames):
+            return self.frames
+        return max(0, self.step - self.pattern.max_delay)
+
+    def take(self, upto: int) -> np.ndarray:
+        """Remove and return the buffered frames before frame ``upto`` [L, upto - buf_start]."""
+        out, self.buf = self.buf[:, : upto - self.buf_start], self.buf[:, upto - self.buf_start :]
+        self.buf_start = upto
+        return out
 
 
 class RateDistortion:
@@ -100,28 +131,22 @@ class RateDistortion:
         return int(np.argmin(dist - self.lam * np.log2(pmf / pmf.sum())))
 
 
-class LMEncoder:
+class LMEncoder(_CodedStream):
     """push(codes [L, t]) → finished chunk payloads; flush() ends the stream. With ``rdo``,
     push the frames' unquantized latents [D, t] instead and the codes are chosen while coding."""
 
     def __init__(self, model: CausalTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None):
         import constriction
 
+        super().__init__(model, window)
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._new = constriction.stream.queue.RangeEncoder
-        self.stepper, self.chunk_steps = _Stepper(model, window), chunk_steps
-        self.levels = model.cfg.num_codebooks
-        self.rdo = rdo
-        self.buf = np.zeros((self.levels, 0), dtype=np.int64)  # codes of the frames not yet fully coded
+        self.chunk_steps, self.rdo = chunk_steps, rdo
         # with rdo: [D, frames] latents minus the vectors chosen so far, aligned with buf
         self.residual = np.zeros((rdo.books[0].shape[1], 0)) if rdo else None
-        self.buf_start = 0  # frame index of buf[:, 0]
-        self.frames = 0
+        self.pushed = 0  # frames pushed so far
         self.enc = self._new()
-
-    @property
-    def xent_bits(self) -> float:
-        return self.stepper.xent_bits
+        self.out: list[bytes] = []
 
     def push(self, codes: np.ndarray, final: bool = False) -> list[bytes]:
         with single_thread():
@@ -129,40 +154,42 @@ class LMEncoder:
 
     def _push(self, frames: np.ndarray, final: bool) -> list[bytes]:
         t = frames.shape[1]
+        self.grow(t)
         if self.rdo is None:
-            self.buf = np.concatenate([self.buf, frames], axis=1)
+            self.buf[:, self.buf.shape[1] - t :] = frames
         else:
-            self.buf = np.concatenate([self.buf, np.zeros((self.levels, t), dtype=np.int64)], axis=1)
             self.residual = np.concatenate([self.residual, frames.astype(np.float64)], axis=1)
-        self.frames += t
-        end = self.frames + self.levels - 1 if final else self.frames
-        out = []
-        while self.stepper.step < end:
-            s = self.stepper.step
-            present = present_levels(s, self.frames if final else None, self.levels)
-            pmf = self.stepper.pmf(present) if present else None
-            if self.rdo is not None:
-                for i, k in enumerate(present):
-                    f = s - k - self.buf_start
-                    self.buf[k, f] = c = self.rdo.choose(k, self.residual[:, f], pmf[i])
-                    self.residual[:, f] -= self.rdo.books[k][c]
-            sym = np.array([self.buf[k, s - k - self.buf_start] for k in present], dtype=np.int32)
-            if present:
-                self.enc.encode(sym, self._family, pmf)
-            if (s + 1) % self.chunk_steps == 0 or (final and s + 1 == end):
-                out.append(self.enc.get_compressed().astype("<u4").tobytes())
-                self.enc = self._new()
-            self.stepper.advance(present, sym, pmf)
-        drop = max(0, self.stepper.step - self.levels + 1 - self.buf_start)  # frames fully coded
-        self.buf, self.buf_start = self.buf[:, drop:], self.buf_start + drop
+        self.pushed += t
+        if final:
+            self.frames = self.pushed
+        self.run((self.pattern.steps(self.pushed) if final else self.pushed) - self.step)
+        done = self.take(self.complete()).shape[1]
         if self.rdo is not None:
-            self.residual = self.residual[:, drop:]
+            self.residual = self.residual[:, done:]
+        out, self.out = self.out, []
         return out
+
+    def symbols(self, held: list[tuple[int, int]], pmf: np.ndarray) -> np.ndarray:
+        if self.rdo is not None:
+            for i, (k, f) in enumerate(held):
+                j = f - self.buf_start
+                self.buf[k, j] = c = self.rdo.choose(k, self.residual[:, j], pmf[i])
+                self.residual[:, j] -= self.rdo.books[k][c]
+        sym = np.array([self.buf[k, f - self.buf_start] for k, f in held], dtype=np.int32)
+        self.enc.encode(sym, self._family, pmf)
+        return sym
+
+    def _choose(self, step: int, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        tokens = super()._choose(step, logits, history)
+        last = self.frames is not None and self.step == self.pattern.steps(self.frames)
+        if self.step % self.chunk_steps == 0 or last:
+            self.out.append(self.enc.get_compressed().astype("<u4").tobytes())
+            self.enc = self._new()
+        return tokens
 
     def flush(self) -> list[bytes]:
         rows = self.levels if self.rdo is None else self.rdo.books[0].shape[1]
         return self.push(np.zeros((rows, 0), dtype=np.int64), final=True)
-
 
 def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, chunk_steps: int,
               window: int, stats: dict | None = None) -> Iterator[np.ndarray]:
@@ -172,42 +199,41 @@ def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, 
     that does not decode raises :class:`ContainerError` naming the chunk.
     """
     with single_thread():  # held while suspended too: the caller's work between yields runs on one thread
-        yield from _decode(model, payloads, frames, chunk_steps, window, stats)
+        yield from _LMDecoder(model, window, frames).blocks(payloads, chunk_steps, stats)
 
 
-def _decode(model, payloads, frames, chunk_steps, window, stats):
-    import constriction
+class _LMDecoder(_CodedStream):
+    def __init__(self, model: CausalTransformer, window: int, frames: int):
+        import constriction
 
-    family = constriction.stream.model.Categorical(perfect=False)
-    st = _Stepper(model, window)
-    levels = st.levels
-    steps = frames + levels - 1 if frames else 0
-    buf, buf_start, done = np.zeros((levels, 0), dtype=np.int64), 0, 0
-    for c, payload in enumerate(payloads):
-        if len(payload) % 4:
-            raise ContainerError(f"chunk {c} is not a whole number of 32-bit words")
-        if st.step >= steps:
-            raise ContainerError(f"chunk {c} lies beyond the end of the coded stream")
-        dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
-        end = min(steps, st.step + chunk_steps)
-        grow = min(end, frames) - (buf_start + buf.shape[1])  # frames this chunk starts
-        buf = np.concatenate([buf, np.zeros((levels, max(0, grow)), dtype=np.int64)], axis=1)
-        while st.step < end:
-            s = st.step
-            present = present_levels(s, frames, levels)
-            pmf = st.pmf(present) if present else None
-            try:
-                sym = dec.decode(family, pmf) if present else np.zeros(0, dtype=np.int32)
-            except Exception as e:  # a damaged payload can make the coder fail outright
-                raise ContainerError(f"chunk {c} is damaged ({type(e).__name__})") from None
-            for k, v in zip(present, sym):
-                buf[k, s - k - buf_start] = v
-            st.advance(present, sym, pmf)
-        complete = frames if st.step >= steps else max(0, st.step - levels + 1)
-        if complete > done:
-            yield buf[:, done - buf_start : complete - buf_start].copy()
-            buf, buf_start, done = buf[:, complete - buf_start :], complete, complete
-        if stats is not None:
-            stats["xent_bits"] = st.xent_bits
-    if st.step < steps:
-        raise ContainerError(f"file ends after {st.step} of {steps} coded steps")
+        super().__init__(model, window)
+        self.family = constriction.stream.model.Categorical(perfect=False)
+        self.frames, self.dec, self.chunk = frames, None, 0
+
+    def symbols(self, held: list[tuple[int, int]], pmf: np.ndarray) -> np.ndarray:
+        try:
+            return self.dec.decode(self.family, pmf)
+        except Exception as e:  # a damaged payload can make the coder fail outright
+            raise ContainerError(f"chunk {self.chunk} is damaged ({type(e).__name__})") from None
+
+    def blocks(self, payloads: Iterable[bytes], chunk_steps: int, stats: dict | None) -> Iterator[np.ndarray]:
+        import constriction
+
+        steps = self.pattern.steps(self.frames)
+        for c, payload in enumerate(payloads):
+            self.chunk = c
+            if len(payload) % 4:
+                raise ContainerError(f"chunk {c} is not a whole number of 32-bit words")
+            if self.step >= steps:
+                raise ContainerError(f"chunk {c} lies beyond the end of the coded stream")
+            self.dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+            end = min(steps, self.step + chunk_steps)
+            self.grow(max(0, min(end, self.frames) - (self.buf_start + self.buf.shape[1])))  # frames this chunk starts
+            self.run(end - self.step)
+            done = self.complete()
+            if done > self.buf_start:
+                yield self.take(done).copy()
+            if stats is not None:
+                stats["xent_bits"] = self.xent_bits
+        if self.step < steps:
+            raise ContainerError(f"file ends after {self.step} of {steps} coded steps")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio import read_mono
 from ..errors import MmarError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -27,16 +28,8 @@ def audio_files(root: Path) -> list[Path]:
 
 
 def load_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Read any soundfile-readable file → float32 [N] mono at ``sample_rate`` (soxr resampling)."""
-    import soundfile as sf
-    import soxr
-
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise MmarError(f"cannot read {path}: {e}") from None
-    x = x.mean(axis=1)
-    return soxr.resample(x, sr, sample_rate).astype(np.float32) if sr != sample_rate else x
+    """Read any soundfile-readable file → float32 [N] mono at ``sample_rate`` (see :func:`mmar.audio.read_mono`)."""
+    return read_mono(path, sample_rate)[0]
 
 
 class CropDataset:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
+from ..audio import read_mono
 from ..errors import MmarError
 
 APT_PACKAGES = ["ffmpeg", "espeak-ng", "flite", "fortunes",
@@ -73,9 +74,6 @@ def asterisk(out: Path, limit: int | None = None) -> int:
 
 def fillets(out: Path, limit: int | None = None) -> int:
     """The Dutch fillets-ng voices, downmixed and resampled to 16 kHz, into ``out/train/fillets_nl``."""
-    import soundfile as sf
-    import soxr
-
     files = sorted(FILLETS.rglob("nl/*.ogg"))[:limit]
     if not files:
         raise MmarError(f"no Dutch voices under {FILLETS}: apt-get install fillets-ng-data-nl")
@@ -84,8 +82,7 @@ def fillets(out: Path, limit: int | None = None) -> int:
     for f in files:
         dst = d / f"{f.parent.parent.name}_{f.stem}.wav"
         if not dst.exists():
-            x, sr = sf.read(f, dtype="float32", always_2d=True)
-            _write(dst, soxr.resample(x.mean(1), sr, 16000), 16000)
+            _write(dst, read_mono(f, 16000)[0], 16000)
     return len(files)
 
 
@@ -106,9 +103,6 @@ def sentences(limit: int = 5000) -> list[str]:
 
 def synthetic(out: Path, minutes: float, seed: int = 0) -> int:
     """espeak-ng and flite voices with random pitch and rate reading fortunes → ``out/train/synth``."""
-    import soundfile as sf
-    import soxr
-
     _need("espeak-ng", "espeak-ng")
     _need("flite", "flite")
     texts, rng = sentences(), np.random.default_rng(seed)
@@ -124,9 +118,9 @@ def synthetic(out: Path, minutes: float, seed: int = 0) -> int:
             cmd = ["flite", "-voice", str(rng.choice(["kal16", "awb", "rms", "slt"])), "--setf",
                    f"duration_stretch={rng.uniform(0.85, 1.2):.2f}", "-t", text, "-o", str(wav)]
         subprocess.run(cmd, check=True, capture_output=True)
-        x, sr = sf.read(wav, dtype="float32")
-        _write(wav, soxr.resample(x, sr, 16000) if sr != 16000 else x, 16000)
-        total += len(x) / sr
+        x, _ = read_mono(wav, 16000)
+        _write(wav, x, 16000)
+        total += len(x) / 16000
         i += 1
     return i
 

@@ -16,19 +16,6 @@ def _hop(sr: int) -> int:
     return max(1, sr // 125)
 
 
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """Triangular HTK-mel filters, ``[n_mels, n_fft // 2 + 1]`` (peak 1 each)."""
-    fmax = sr / 2 if fmax is None else fmax
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)  # noqa: E731
-    hz = lambda m: 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)  # noqa: E731
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))  # [n_mels + 2]
-    freqs = np.linspace(0.0, sr / 2, n_fft // 2 + 1)  # [F]
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    up = (freqs[None] - lo) / np.maximum(mid - lo, 1e-9)
-    down = (hi - freqs[None]) / np.maximum(hi - mid, 1e-9)
-    return np.clip(np.minimum(up, down), 0.0, None)
-
-
 def log_mel(audio: np.ndarray, sr: int, n_fft: int = 512, hop: int | None = None, n_mels: int = 80) -> np.ndarray:
     """Log-mel power spectrogram in dB, ``[n_mels, T]`` with ``T = 1 + (N - 1) // hop`` (hop = 8 ms)."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -40,7 +27,9 @@ def log_mel(audio: np.ndarray, sr: int, n_fft: int = 512, hop: int | None = None
     idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]  # [T, n_fft]
     frames = x[idx] * np.hanning(n_fft).astype(np.float32)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # [T, F]
-    mel = mel_filterbank(sr, n_fft, n_mels) @ power.T  # [n_mels, T]
+    from ..tokenizers.spectral import mel_filterbank
+
+    mel = mel_filterbank(n_fft, n_mels, sr, area_norm=False).numpy() @ power.T  # [n_mels, T], filters peak 1
     return 10.0 * np.log10(mel + 1e-10)
 
 

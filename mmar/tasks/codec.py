@@ -8,8 +8,6 @@ restores the input's sample rate and length.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,103 +15,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_pretrained, weights_hash
+from ..atomic import atomic_write
+from ..audio import read_blocks
 from ..coding.bitpack import pack_codes, packed_size, unpack_codes
 from ..coding.container import ContainerReader, ContainerWriter, container_bytes
 from ..coding.header import Header
 from ..errors import ContainerError, MmarError
 from ..coding.lm_coding import LMEncoder, RateDistortion, lm_decode
-from ..tokenizers.encodec import EncodecConfig, EncodecModel, load_encodec
-from ..tokenizers.speech_codec import CodecConfig, SpeechCodec, StreamingDecoder, StreamingEncoder
+from ..tokenizers.base import LoadedTokenizer, load_tokenizer
 from .codec_lm import FineGenerator, LoadedLM
 
-DEFAULT_CHECKPOINT = Path(os.environ.get("MMAR_CHECKPOINTS", Path(__file__).resolve().parents[2] / "checkpoints")) / "speech-codec-16k"
 CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
 BLOCK_SECONDS = 10.0  # audio read per step
 MAX_CHUNK_FRAMES = 3000
 PROGRESS_SECONDS = 60.0  # files longer than this get a progress bar
 
-
-@dataclass
-class LoadedCodec:
-    """A speech codec with the identity that goes into file headers."""
-
-    model: SpeechCodec | EncodecModel
-    model_id: str
-    weights: str  # 8 hex digits of the weights' SHA-256
-
-    @property
-    def cfg(self) -> CodecConfig | EncodecConfig:
-        return self.model.cfg
-
-    def stream_encoder(self, levels: int):
-        """push(audio [1, n]) → codes [1, levels, t]; flush()."""
-        if isinstance(self.model, SpeechCodec):
-            return StreamingEncoder(self.model, levels)
-        return _BlockEncoder(self.model, levels)
-
-    def stream_decoder(self):
-        """push(codes [1, k, t]) → audio [1, m]; flush()."""
-        return StreamingDecoder(self.model) if isinstance(self.model, SpeechCodec) else _BlockDecoder(self.model)
-
-    def levels_for(self, kbps: float) -> int:
-        if kbps <= 0:
-            raise MmarError(f"bitrate must be positive, got {kbps}")
-        return self.cfg.levels_for_kbps(kbps)
+LoadedCodec = LoadedTokenizer  # the name codec users know: ``.model`` is an AudioTokenizer
 
 
-class _BlockEncoder:
-    """For tokenizers without streaming state (the EnCodec backend): each pushed block of whole
-    frames is encoded on its own, so codes near block starts differ from a whole-file pass."""
-
-    def __init__(self, model: EncodecModel, levels: int):
-        self.model, self.levels, self.pending = model, levels, torch.zeros(1, 0)
-
-    def push(self, audio: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.pending, audio], dim=-1)
-        n = x.shape[-1] // self.model.cfg.hop * self.model.cfg.hop
-        self.pending = x[:, n:]
-        return self.model.encode(x[:, :n], self.levels).codes if n else torch.zeros(1, self.levels, 0, dtype=torch.long)
-
-    def flush(self) -> torch.Tensor:
-        rest, self.pending = self.pending, torch.zeros(1, 0)
-        return self.model.encode(rest, self.levels).codes if rest.shape[-1] else torch.zeros(1, self.levels, 0, dtype=torch.long)
-
-
-class _BlockDecoder:
-    def __init__(self, model: EncodecModel):
-        self.model = model
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(codes) if codes.shape[-1] else torch.zeros(1, 0)
-
-    def flush(self) -> torch.Tensor:
-        return torch.zeros(1, 0)
-
-
-TOKENIZERS = ("mmar", "encodec_24khz")
-
-
-def load_codec(path: Path | None = None, tokenizer: str = "mmar") -> LoadedCodec:
-    """Load a speech-codec checkpoint directory (default: the shipped ``checkpoints/speech-codec-16k``),
-    or with ``tokenizer="encodec_24khz"`` Meta's EnCodec 24 kHz checkpoint file (``.th``/``.safetensors``)."""
-    if tokenizer == "encodec_24khz":
-        if path is None:
-            raise MmarError("the EnCodec backend needs --checkpoint PATH to Meta's encodec_24khz .th file")
-        return LoadedCodec(load_encodec(path).eval(), "encodec_24khz", weights_hash(Path(path)))
-    if tokenizer != "mmar":
-        raise MmarError(f"unknown tokenizer {tokenizer!r}; choose from {', '.join(TOKENIZERS)}")
-    path = Path(path) if path else DEFAULT_CHECKPOINT
-    state, config, digest = load_pretrained(path)
-    if config.get("kind") != "speech_codec":
-        raise MmarError(f"{path} holds a {config.get('kind')!r} checkpoint, not a speech codec")
-    fields = {k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}
-    model = SpeechCodec(CodecConfig(**fields))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "ema_" not in k and "initialized" not in k]
-    if missing or unexpected:
-        raise MmarError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return LoadedCodec(model.eval(), config.get("name", path.name), digest)
+def load_codec(path: Path | None = None, tokenizer: str = "speech16k") -> LoadedCodec:
+    """Load the audio tokenizer ``tokenizer`` (a name in the tokenizer registry) from ``path``
+    (default: its shipped checkpoint, found by :func:`mmar.checkpoint.find_checkpoint`)."""
+    return load_tokenizer(tokenizer, path)
 
 
 # -- streaming core ------------------------------------------------------------------------
@@ -126,10 +49,10 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     ``rdo`` (LM only; None = the LM's default) > 0 picks the codes by rate-distortion (λ, see
     :class:`RateDistortion`); 0 sends the nearest codes, losslessly coded.
     """
-    cfg = codec.cfg
-    n = input_samples if input_rate == cfg.sample_rate else math.ceil(input_samples * cfg.sample_rate / input_rate)
+    tok = codec.model
+    n = input_samples if input_rate == tok.sample_rate else math.ceil(input_samples * tok.sample_rate / input_rate)
     extra = {}
-    if input_rate != cfg.sample_rate:
+    if input_rate != tok.sample_rate:
         extra["ni"] = input_samples
     if lm is not None:
         check_lm(codec, lm)
@@ -138,21 +61,21 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
         rdo = lm.rdo if rdo is None else rdo
         if rdo:
             extra["rdo"] = rdo
-    header = Header(model=codec.model_id, weights=codec.weights, sample_rate=cfg.sample_rate, input_rate=input_rate,
-                    num_samples=n, levels=levels, bits=cfg.codebook_bits, frame_rate=cfg.frame_rate,
+    header = Header(model=codec.model_id, weights=codec.weights, sample_rate=tok.sample_rate, input_rate=input_rate,
+                    num_samples=n, levels=levels, bits=tok.codebook_bits, frame_rate=tok.frame_rate,
                     chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
     if lm is None:
-        return header, _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), levels, cfg.codebook_bits)
+        return header, _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), levels, tok.codebook_bits)
     if not rdo:
         return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), lm)
-    rdo_choice = RateDistortion(codec.model.quantizer.books[:levels], rdo)
+    rdo_choice = RateDistortion(tok.codebooks()[:levels], rdo)
     return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0), lm, rdo_choice)
 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
     """Audio blocks → code blocks int64 [levels, t] (levels=0: latents [D, t]), ceil(n / hop) frames in all."""
-    enc, fed = codec.stream_encoder(levels), 0
-    for x in _resampled(blocks, input_rate, codec.cfg.sample_rate):
+    enc, fed = codec.model.stream_encoder(levels), 0
+    for x in _resampled(blocks, input_rate, codec.model.sample_rate):
         x = x[: max(0, n - fed)]
         fed += len(x)
         yield enc.push(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
@@ -187,20 +110,20 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
     levels alone instead of regenerating the fine ones. ``stats`` receives ``xent_bits``.
     """
     check_header(codec, header, lm)
-    cfg = codec.cfg
-    frames_total = math.ceil(header.num_samples / cfg.hop)
-    out_total = header.extra.get("ni", header.num_samples) if header.input_rate != cfg.sample_rate else header.num_samples
+    tok = codec.model
+    frames_total = math.ceil(header.num_samples / tok.hop)
+    out_total = header.extra.get("ni", header.num_samples) if header.input_rate != tok.sample_rate else header.num_samples
     if not isinstance(out_total, int) or out_total < 0:
         raise ContainerError("header field 'ni' is invalid")
     gen = None
     if header.mode == "lm":
         blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
-        gen = FineGenerator(lm, codec.model.quantizer.books) if fine else None
+        gen = FineGenerator(lm, tok.codebooks()) if fine else None
     else:
-        blocks = _raw_blocks(header, payloads, frames_total, cfg.codebook_size)
+        blocks = _raw_blocks(header, payloads, frames_total, tok.codebook_size)
 
     def audio16k() -> Iterator[np.ndarray]:
-        dec, emitted = codec.stream_decoder(), 0
+        dec, emitted = tok.stream_decoder(), 0
         for codes in blocks:
             y = dec.push_latents(gen.push(codes)) if gen else dec.push(torch.from_numpy(codes)[None])
             y = y[0].numpy()[: max(0, header.num_samples - emitted)]
@@ -209,7 +132,7 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
         yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
 
     produced = 0
-    for y in _resampled(audio16k(), cfg.sample_rate, header.input_rate):
+    for y in _resampled(audio16k(), tok.sample_rate, header.input_rate):
         y = y[: out_total - produced]
         produced += len(y)
         yield np.clip(y, -1.0, 1.0)
@@ -234,13 +157,13 @@ def _raw_blocks(header: Header, payloads: Iterable[bytes], frames_total: int, co
 
 def check_lm(codec: LoadedCodec, lm: LoadedLM) -> None:
     """The LM must have been trained on this codec's tokens."""
-    if lm.codec_weights != codec.weights or lm.levels > codec.cfg.levels:
+    if lm.codec_weights != codec.weights or lm.levels > codec.model.num_codebooks:
         raise MmarError(f"language model {lm.model_id} was trained for codec weights {lm.codec_weights}, not {codec.weights}")
 
 
 def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None) -> None:
     """Refuse files written by another model or weights, or with settings this codec cannot decode."""
-    cfg = codec.cfg
+    tok = codec.model
     if header.model != codec.model_id or header.weights != codec.weights:
         raise ContainerError(f"file was written by model {header.model} (weights {header.weights}); this is {codec.model_id} "
                              f"(weights {codec.weights}): decode with the matching --checkpoint")
@@ -250,7 +173,8 @@ def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None)
         if (header.extra.get("lm"), header.extra.get("lmw")) != (lm.model_id, lm.weights) or header.levels != lm.coarse:
             raise ContainerError(f"file was LM-coded by {header.extra.get('lm')} (weights {header.extra.get('lmw')}); "
                                  f"this is {lm.model_id} (weights {lm.weights})")
-    if (header.sample_rate, header.frame_rate, header.bits) != (cfg.sample_rate, cfg.frame_rate, cfg.codebook_bits) or header.levels > cfg.levels:
+    if (header.sample_rate, header.frame_rate, header.bits) != (tok.sample_rate, tok.frame_rate, tok.codebook_bits) \
+            or header.levels > tok.num_codebooks:
         raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")
     if header.chunk_frames > MAX_CHUNK_FRAMES:  # bounds the work one (possibly forged) chunk can ask for
         raise ContainerError(f"header announces {header.chunk_frames} frames per chunk (at most {MAX_CHUNK_FRAMES})")
@@ -271,26 +195,19 @@ def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Ite
 
 # -- files ---------------------------------------------------------------------------------
 def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int, int]:
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise MmarError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if info.frames <= 0:
-        raise MmarError(f"{path} holds no audio")
-    block = int(info.samplerate * BLOCK_SECONDS)
+    """:func:`mmar.audio.read_blocks`, with a progress bar for long files."""
+    blocks, rate, frames = read_blocks(path, BLOCK_SECONDS)
 
     def gen() -> Iterator[np.ndarray]:
         from tqdm import tqdm
 
-        long = info.frames / info.samplerate > PROGRESS_SECONDS
-        with tqdm(total=info.frames / info.samplerate, unit="s", disable=not (progress and long), desc="encode", leave=False) as bar:
-            for b in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-                bar.update(len(b) / info.samplerate)
-                yield b.mean(axis=1)
+        with tqdm(total=frames / rate, unit="s", disable=not (progress and frames / rate > PROGRESS_SECONDS),
+                  desc="encode", leave=False) as bar:
+            for b in blocks:
+                bar.update(len(b) / rate)
+                yield b
 
-    return gen(), info.samplerate, info.frames
+    return gen(), rate, frames
 
 
 def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
@@ -301,7 +218,7 @@ def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, ove
     if dst.exists() and not overwrite:
         raise MmarError(f"{dst} exists; use -f to overwrite")
     blocks, rate, frames = _read_blocks(src, progress)
-    header, payloads = encode_stream(codec, blocks, rate, frames, codec.levels_for(kbps), lm, rdo)
+    header, payloads = encode_stream(codec, blocks, rate, frames, codec.model.levels_for_kbps(kbps), lm, rdo)
     with ContainerWriter(dst, header, overwrite=overwrite) as w:
         for p in payloads:
             w.write_chunk(p)
@@ -320,22 +237,19 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(dst.suffix.lower())
     if fmt is None:
         raise MmarError(f"cannot write {dst.suffix or 'files without a suffix'}: use .wav, .flac or .ogg")
+    subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with ContainerReader(src) as reader:
         header = reader.header
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+
+        def write(tmp: Path) -> None:
             with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
                     tqdm(total=header.duration, unit="s", disable=not (progress and header.duration > PROGRESS_SECONDS),
                          desc="decode", leave=False) as bar:
                 for y in decode_stream(codec, header, reader, lm, fine):
                     out.write(y)
                     bar.update(len(y) / header.input_rate)
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(dst, write, tmp_suffix=dst.suffix)
     return header
 
 
@@ -343,7 +257,7 @@ def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = Fals
 def encode_array(codec: LoadedCodec, audio: np.ndarray, sample_rate: int, kbps: float, lm: LoadedLM | None = None,
                  rdo: float | None = None) -> bytes:
     """audio float32 [N] mono → the bytes of a complete ``.mmc`` file."""
-    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.levels_for(kbps), lm, rdo)
+    header, payloads = encode_stream(codec, [audio], sample_rate, len(audio), codec.model.levels_for_kbps(kbps), lm, rdo)
     return container_bytes(header, list(payloads))
 
 

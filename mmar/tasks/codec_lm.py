@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_pretrained
+from ..checkpoint import find_checkpoint, load_pretrained, substate
 from ..errors import MmarError
+from ..generation import CachedStepper
+from ..heads import codebook_vocab
 from ..patterns import DelayPattern
-from ..transformer import CausalTransformer, KVCache, TransformerConfig
-
-DEFAULT_LM_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "speech-lm-16k"
+from ..transformer import CausalTransformer, TransformerConfig
 
 
 @dataclass
@@ -39,28 +39,29 @@ class LoadedLM:
     @property
     def levels(self) -> int:
         """Levels the decoder outputs: the coarse ones sent plus the fine ones predicted."""
-        return self.coarse + self.fine.cfg.heads_k
+        return self.coarse + len(self.fine.cfg.out_vocab)
 
 
 def build_models(cfg: dict) -> tuple[CausalTransformer, CausalTransformer]:
-    """Config dict (see recipes/configs/codec_lm_*.json "model") → (entropy, fine) models."""
-    coarse, levels = cfg["coarse"], cfg["levels"]
-    ent = CausalTransformer(TransformerConfig(**{**cfg["entropy"], "num_codebooks": coarse, "codebook_size": cfg["codebook_size"]}))
-    fine = CausalTransformer(TransformerConfig(**{**cfg["fine"], "num_codebooks": coarse, "out_codebooks": levels - coarse,
-                                                  "codebook_size": cfg["codebook_size"]}))
+    """Config dict (see recipes/configs/codec_lm_*.json "model") → (entropy, fine) models.
+    Both read the coarse levels (codes + :class:`SpecialIds`); the fine model's heads score the fine levels."""
+    coarse, fine_levels, size = cfg["coarse"], cfg["levels"] - cfg["coarse"], cfg["codebook_size"]
+    ent = CausalTransformer(TransformerConfig(**cfg["entropy"], vocab=codebook_vocab(size, coarse)))
+    fine = CausalTransformer(TransformerConfig(**cfg["fine"], vocab=codebook_vocab(size, coarse),
+                                               head_vocab=codebook_vocab(size, fine_levels)))
     return ent, fine
 
 
 def load_lm(path: Path | None = None) -> LoadedLM:
-    """Load a ``speech_lm`` checkpoint directory (default: the shipped ``checkpoints/speech-lm-16k``)."""
-    path = Path(path) if path else DEFAULT_LM_CHECKPOINT
+    """Load a ``speech_lm`` checkpoint directory (default: ``speech-lm-16k`` from the checkpoint search path)."""
+    path = find_checkpoint("speech-lm-16k", path)
     state, cfg, digest = load_pretrained(path)
     if cfg.get("kind") != "speech_lm":
         raise MmarError(f"{path} holds a {cfg.get('kind')!r} checkpoint, not a speech LM")
     ent, fine = build_models(cfg)
     try:
-        ent.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("entropy.")})
-        fine.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("fine.")})
+        ent.load_state_dict(substate(state, "entropy."))
+        fine.load_state_dict(substate(state, "fine."))
     except RuntimeError as e:
         raise MmarError(f"{path}: weights do not match the config ({str(e).splitlines()[0]})") from None
     return LoadedLM(ent.eval(), fine.eval(), cfg["coarse"], cfg["window"], cfg.get("name", path.name), digest, cfg["codec_weights"],
@@ -89,21 +90,23 @@ class FineGenerator:
     codebook vector expected under the model's distribution: the model's minimum-squared-error
     estimate of the fine residual. (Taking the most likely code per level instead measured
     worse than sending the coarse levels alone: PESQ-WB 1.168 vs 1.215, see the LM's card.)
+    A block of up to ``window`` frames is one step of the model (:class:`CachedStepper`).
     """
 
     def __init__(self, lm: LoadedLM, codebooks: list[torch.Tensor]):
-        self.lm, self.model = lm, lm.fine
+        self.lm = lm
         self.coarse_books = codebooks[: lm.coarse]  # L × [V, D]
         self.fine_books = torch.stack(codebooks[lm.coarse : lm.levels])  # [F, V, D]
-        self.cache = KVCache(self.model.cfg, 1, capacity=2 * lm.window - 1, window=lm.window)
+        self.size = self.fine_books.shape[1]
+        self.stepper = CachedStepper(lm.fine, 1, capacity=2 * lm.window - 1, window=lm.window)
 
     @torch.no_grad()
     def push(self, coarse: np.ndarray) -> torch.Tensor:
         codes = torch.from_numpy(coarse).long()
         z = sum(book[codes[k]] for k, book in enumerate(self.coarse_books))  # [t, D]
-        size, parts = self.model.cfg.codebook_size, []
+        parts = []
         for i in range(0, codes.shape[1], self.lm.window):  # appends of ≤ window frames fit the ring
-            logits = self.model.logits(self.model(codes=codes[None, :, i : i + self.lm.window], cache=self.cache))[0, :, :, :size]
+            logits = self.stepper(codes=codes[None, :, i : i + self.lm.window])[0, :, :, : self.size]
             parts.append(expected_vectors(logits, self.fine_books))
         fine = torch.cat(parts) if parts else torch.zeros_like(z)
         return (z + fine).T[None]

@@ -26,7 +26,6 @@ from a one-pass encode near chunk starts.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import re
@@ -37,8 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import file_sha256, weights_hash
 from ..errors import MmarError
-from .base import Encoded
+from .base import AudioTokenizer, Encoded, LoadedTokenizer, register_tokenizer
 
 META_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 
@@ -72,15 +72,6 @@ class EncodecConfig:
     @property
     def levels(self) -> int:
         return self.num_codebooks
-
-    @property
-    def codebook_bits(self) -> int:
-        return (self.codebook_size - 1).bit_length()
-
-    def levels_for_kbps(self, kbps: float) -> int:
-        """Codebooks for a bitrate, as Meta's package counts them: floor(kbps / kbps per codebook)."""
-        per_level = math.log2(self.codebook_size) * self.frame_rate / 1000.0
-        return max(1, min(self.num_codebooks, int(kbps / per_level + 1e-9)))
 
 
 def _box(**children: nn.Module) -> nn.Module:
@@ -258,21 +249,25 @@ class ResidualQuantizer(nn.Module):
         return out
 
 
-class EncodecModel(nn.Module):
-    """EnCodec 24 kHz implementing :class:`mmar.tokenizers.base.Tokenizer` (random weights until loaded)."""
+class EncodecModel(nn.Module, AudioTokenizer):
+    """EnCodec 24 kHz implementing :class:`mmar.tokenizers.base.AudioTokenizer` (random weights until loaded).
+
+    Its bitrates count codebooks as Meta's package does: floor(kbps / 0.75) codebooks.
+    """
 
     def __init__(self, cfg: EncodecConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or EncodecConfig()
-        self.sample_rate, self.frame_rate, self.hop = cfg.sample_rate, cfg.frame_rate, cfg.hop
-        self.num_codebooks, self.codebook_size = cfg.num_codebooks, cfg.codebook_size
         self.encoder = _box(model=_encoder(cfg))
         self.quantizer = _box(vq=ResidualQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.dimension))
         self.decoder = _box(model=_decoder(cfg))
         self.eval()
 
-    def levels_for_kbps(self, kbps: float) -> int:
-        return self.cfg.levels_for_kbps(kbps)
+    sample_rate = property(lambda self: self.cfg.sample_rate, doc="24000 samples per second.")
+    hop = property(lambda self: self.cfg.hop, doc="320 samples per code frame.")
+    frame_rate = property(lambda self: self.cfg.frame_rate, doc="75 code frames per second.")
+    num_codebooks = property(lambda self: self.cfg.num_codebooks, doc="K = 32 RVQ levels.")
+    codebook_size = property(lambda self: self.cfg.codebook_size, doc="V = 1024 entries per codebook.")
 
     @torch.no_grad()
     def encode(self, signal: torch.Tensor, levels: int | None = None) -> Encoded:
@@ -286,13 +281,26 @@ class EncodecModel(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes int64 [B, k, T] (k ≤ 32) → signal float [B, T * 320]."""
-        return self.decoder.model(self.quantizer.vq.decode(codes))[:, 0]
+        return self.decode_latents(self.latents_from_codes(codes))
+
+    def codebooks(self) -> list[torch.Tensor]:
+        """32 codebooks [1024, 128]."""
+        return [layer._codebook.embed for layer in self.quantizer.vq.layers]
+
+    def latents_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes int64 [B, k, T] → quantized latents [B, 128, T]."""
+        return self.quantizer.vq.decode(codes)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Quantized latents [B, 128, T] → signal float [B, T * 320]."""
+        return self.decoder.model(latents)[:, 0]
 
 
 def _read_state(path: Path) -> dict:
     m = re.fullmatch(r".*-([0-9a-f]{8})", path.stem)
     if m:  # Meta names files <model>-<first 8 hex digits of the SHA-256>
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if not digest.startswith(m.group(1)):
             raise MmarError(f"{path.name}: SHA-256 {digest[:8]} does not match the name (damaged download?)")
     try:
@@ -335,3 +343,11 @@ def load_encodec(path: Path | str, cfg: EncodecConfig | None = None) -> EncodecM
         raise MmarError(f"{path.name}: not an EnCodec 24 kHz checkpoint: keys " + ", ".join(parts))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
+
+
+@register_tokenizer("encodec_24khz")
+def build_encodec(path: Path | None) -> LoadedTokenizer:
+    """Meta's EnCodec 24 kHz checkpoint file (``.th`` / ``.safetensors``; required: nothing ships) → the model."""
+    if path is None:
+        raise MmarError("the EnCodec backend needs --checkpoint PATH to Meta's encodec_24khz .th file")
+    return LoadedTokenizer(load_encodec(path), "encodec_24khz", weights_hash(path))

@@ -36,8 +36,10 @@ def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
     ).reshape(b, -1)
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
-    """Triangular HTK-mel filterbank [n_mels, n_fft//2+1], area-normalised (Slaney style)."""
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None,
+                   area_norm: bool = True) -> torch.Tensor:
+    """Triangular HTK-mel filterbank [n_mels, n_fft//2+1], float32: area-normalised (Slaney style),
+    or with ``area_norm=False`` peak 1 per filter."""
     f_max = f_max or sample_rate / 2
 
     def hz_to_mel(f):
@@ -50,7 +52,7 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0
     up = (bins[None] - lower) / (center - lower)
     down = (upper - bins[None]) / (upper - center)
     fb = torch.clamp(torch.minimum(up, down), min=0.0)
-    return fb * (2.0 / (upper - lower))
+    return fb * (2.0 / (upper - lower)) if area_norm else fb
 
 
 class MultiResolutionLoss(torch.nn.Module):

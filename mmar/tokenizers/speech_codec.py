@@ -16,12 +16,15 @@ the offline pass and its audio up to float rounding.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Encoded
+from ..checkpoint import find_checkpoint, inference_state, load_pretrained
+from ..errors import MmarError
+from .base import AudioTokenizer, Encoded, LoadedTokenizer, register_tokenizer
 from .rvq import ResidualVQ, RVQOutput
 from .spectral import causal_frames, hann, log_magnitude, overlap_add
 
@@ -65,12 +68,6 @@ class CodecConfig:
         """
         overlap = self.n_fft // self.hop - 1
         return 2 * overlap + (self.enc_blocks + self.dec_blocks) * (self.kernel - 1) + 2 + 1
-
-    def levels_for_kbps(self, kbps: float) -> int:
-        """Most levels whose raw bitrate (levels × bits × frame rate) stays ≤ kbps."""
-        per_level = self.codebook_bits * self.frame_rate / 1000.0
-        n = int(kbps / per_level + 1e-9)
-        return max(1, min(self.levels, n))
 
 
 class CausalConv1d(nn.Conv1d):
@@ -143,18 +140,22 @@ class Decoder(nn.Module):
         return torch.polar(mag, phase)
 
 
-class SpeechCodec(nn.Module):
+class SpeechCodec(nn.Module, AudioTokenizer):
     """The mmar speech tokenizer: audio float [B, N] at 16 kHz ↔ codes int64 [B, K, N // hop]."""
 
     def __init__(self, cfg: CodecConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or CodecConfig()
-        self.sample_rate, self.frame_rate = cfg.sample_rate, cfg.frame_rate
-        self.num_codebooks, self.codebook_size = cfg.levels, cfg.codebook_size
         self.encoder = Encoder(cfg)
         self.quantizer = ResidualVQ(cfg.levels, cfg.codebook_size, cfg.latent_dim, cfg.ema_decay, cfg.dead_threshold)
         self.decoder = Decoder(cfg)
         self.register_buffer("window", hann(cfg.n_fft), persistent=False)
+
+    sample_rate = property(lambda self: self.cfg.sample_rate, doc="Audio samples per second.")
+    hop = property(lambda self: self.cfg.hop, doc="Audio samples per code frame.")
+    frame_rate = property(lambda self: self.cfg.frame_rate, doc="Code frames per second.")
+    num_codebooks = property(lambda self: self.cfg.levels, doc="K: RVQ levels.")
+    codebook_size = property(lambda self: self.cfg.codebook_size, doc="V: entries per codebook.")
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
@@ -185,8 +186,28 @@ class SpeechCodec(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes int64 [B, k, T] (k ≤ levels) → audio float [B, T * hop]."""
+        return self.decode_latents(self.latents_from_codes(codes))
+
+    def codebooks(self) -> list[torch.Tensor]:
+        """K codebooks [V, D] (latent_dim D)."""
+        return self.quantizer.books
+
+    def latents_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes int64 [B, k, T] → quantized latents [B, D, T]."""
+        return self.quantizer.decode(codes)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Quantized latents [B, D, T] → audio float [B, T * hop]."""
         dec = StreamingDecoder(self)
-        return torch.cat([dec.push(codes), dec.flush()], dim=-1)
+        return torch.cat([dec.push_latents(latents), dec.flush()], dim=-1)
+
+    def stream_encoder(self, levels: int) -> StreamingEncoder:
+        """See :class:`StreamingEncoder` (levels=0: unquantized latents)."""
+        return StreamingEncoder(self, levels)
+
+    def stream_decoder(self) -> StreamingDecoder:
+        """See :class:`StreamingDecoder`."""
+        return StreamingDecoder(self)
 
     def synthesise(self, spectra: torch.Tensor) -> torch.Tensor:
         """spectra complex [B, T, bins] → audio [B, T * hop] (offline overlap-add, used in training)."""
@@ -259,7 +280,8 @@ class StreamingDecoder:
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.push_latents(self.codec.quantizer.decode(codes))
+        """codes int64 [B, k, t] → audio [B, m] (every sample no later frame can change)."""
+        return self.push_latents(self.codec.latents_from_codes(codes))
 
     @torch.no_grad()
     def push_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -292,3 +314,18 @@ class StreamingDecoder:
         if self.acc is None:
             return torch.zeros(1, 0)
         return self._emit(self.acc, self.env, self.acc.shape[-1])
+
+
+@register_tokenizer("speech16k", aliases=("mmar",))
+def build_speech_codec(path: Path | None) -> LoadedTokenizer:
+    """A speech-codec checkpoint directory (default: the shipped ``speech-codec-16k``) → the codec."""
+    path = find_checkpoint("speech-codec-16k", path)
+    state, config, digest = load_pretrained(path)
+    if config.get("kind") != "speech_codec":
+        raise MmarError(f"{path} holds a {config.get('kind')!r} checkpoint, not a speech codec")
+    model = SpeechCodec(CodecConfig(**{k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k in inference_state(model)]  # training-only buffers may be absent
+    if missing or unexpected:
+        raise MmarError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return LoadedTokenizer(model.eval(), config.get("name", path.name), digest)
