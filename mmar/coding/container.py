@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 from mmar.atomic import AtomicFile
-from mmar.coding.header import MAX_HEADER_BYTES, MODES, Header, decode_v2, encode_v2
+from mmar.coding.header import MAX_HEADER_BYTES, MODES, Header, decode_v2, encode_v2, varint
 from mmar.errors import ContainerError, MmarError
 
 __all__ = [
@@ -59,19 +59,10 @@ _READ_PIECE = 1 << 20  # read long chunks in pieces so a bad length allocates no
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _chunk_record(payload: bytes) -> bytes:
     if len(payload) > MAX_CHUNK_BYTES:
         raise ValueError(f"chunk payload of {len(payload)} bytes exceeds {MAX_CHUNK_BYTES}")
-    return _varint(len(payload) + 1) + struct.pack("<I", zlib.crc32(payload)) + bytes(payload)
+    return varint(len(payload) + 1) + struct.pack("<I", zlib.crc32(payload)) + bytes(payload)
 
 
 def _preamble(header: Header) -> bytes:

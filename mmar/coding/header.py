@@ -66,7 +66,7 @@ from typing import Callable, NamedTuple, Union
 from mmar.errors import ContainerError
 
 __all__ = ["MAX_HEADER_BYTES", "MODES", "MODALITIES", "CODEC_IDS", "LM_IDS", "RATES", "DEFAULT_CHUNK_FRAMES",
-           "Header", "encode_v2", "decode_v2"]
+           "Header", "encode_v2", "decode_v2", "varint"]
 
 MAX_HEADER_BYTES = 65536  # v1 JSON
 MODES = ("raw", "lm")
@@ -278,7 +278,8 @@ def _ni_delta_ok(delta: int, input_rate: int, sample_rate: int) -> bool:
 
 
 # -- v2: encoding ----------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Unsigned LEB128 bytes of n ≥ 0 (the shortest form)."""
     out = bytearray()
     while True:
         b, n = n & 0x7F, n >> 7
@@ -293,7 +294,7 @@ def _zigzag(d: int) -> int:
 
 def _name(s: str) -> bytes:
     b = s.encode("utf-8")
-    return _varint(len(b)) + b
+    return varint(len(b)) + b
 
 
 def _hexhash(h: str) -> bytes:
@@ -331,7 +332,7 @@ def encode_v2(header: Header, prefix: bytes) -> bytes:
             out += _name(x["lm"]) + _hexhash(x["lmw"])
     # audio section
     if not codec_id:
-        out += _varint(h.sample_rate) + _varint(h.frame_rate) + bytes([h.bits])
+        out += varint(h.sample_rate) + varint(h.frame_rate) + bytes([h.bits])
     rdo_value = b""
     if "rdo" not in x:
         rdo_kind = 0
@@ -342,13 +343,13 @@ def encode_v2(header: Header, prefix: bytes) -> bytes:
     else:
         rdo_kind, rdo_value = 3, struct.pack("<d", float(x["rdo"]))
     out.append((h.levels - 1) | rdo_kind << 6)
-    out += _varint(h.num_samples)
+    out += varint(h.num_samples)
     if rate_code == _RATE_EXPLICIT:
-        out += _varint(h.input_rate)
+        out += varint(h.input_rate)
     if rate_code:
-        out += _varint(_zigzag(x["ni"] - h.num_samples * h.input_rate // h.sample_rate))
+        out += varint(_zigzag(x["ni"] - h.num_samples * h.input_rate // h.sample_rate))
     if h.chunk_frames != DEFAULT_CHUNK_FRAMES:
-        out += _varint(h.chunk_frames)
+        out += varint(h.chunk_frames)
     out += rdo_value
     out += struct.pack("<H", binascii.crc_hqx(bytes(out), 0xFFFF))
     return bytes(out)
