@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     state |= {f"fine.{k}": v for k, v in fine.state_dict().items()}
     save_pretrained(state, {"kind": "speech_lm", "name": cfg["name"], **cfg["model"], "codec_weights": codec.weights}, args.out / "export")
     if "valid" in tokens:
-        results["held_out"] = held_out_metrics(entropy.eval(), fine.eval(), tokens["valid"], cfg["model"], codec.model.quantizer.books)
+        results["held_out"] = held_out_metrics(entropy.eval(), fine.eval(), tokens["valid"], cfg["model"], codec.model.codebooks())
         write_json(results["held_out"], args.out / "export" / "held_out_metrics.json")
     print(json.dumps(results))
     return 0

@@ -127,7 +127,7 @@ def test_fine_generator_is_causal_and_streams_like_one_block(tiny_codec_dir, tin
     from mmar.tasks.codec_lm import FineGenerator
 
     codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
-    books = codec.model.quantizer.books
+    books = codec.model.codebooks()
     size = codec.cfg.codebook_size
     coarse = np.random.default_rng(0).integers(0, size, (lm.coarse, 3 * lm.window + 7))
     whole = FineGenerator(lm, books).push(coarse)

@@ -65,7 +65,7 @@ def test_held_out_metrics_match_the_range_coder(tiny_codec_dir, tiny_lm_dir):
     mc = json.loads((tiny_lm_dir / "config.json").read_text())
     frames = mc["window"] - lm.coarse + 1  # one window holds the whole delayed stream
     codes = torch.from_numpy(np.random.default_rng(3).integers(0, mc["codebook_size"], (mc["levels"], frames)))
-    books = codec.model.quantizer.books
+    books = codec.model.codebooks()
     m = train_codec_lm.held_out_metrics(lm.entropy, lm.fine, codes, {**mc, "window": frames}, books)
     enc = LMEncoder(lm.entropy, 10**6, mc["window"])
     enc.push(codes[: lm.coarse].numpy())

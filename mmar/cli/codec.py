@@ -97,15 +97,21 @@ def _path_in(value: str) -> Path:
     return p
 
 
-def add_parser(sub) -> None:
-    from ..tokenizers.base import tokenizer_names
+def _tokenizer_name(value: str) -> str:
+    from ..tokenizers.base import tokenizer_names  # imported only when the flag is given: --help stays fast
 
+    if value not in tokenizer_names(aliases=True):
+        raise MmarError(f"unknown tokenizer {value!r}; choose from {', '.join(tokenizer_names(aliases=True))}")
+    return value
+
+
+def add_parser(sub) -> None:
     p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
     csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
     ck = dict(type=Path, default=None, help="codec checkpoint: a directory (default: speech-codec-16k from $MMAR_CHECKPOINTS "
                                            "or the shipped one), or with --tokenizer encodec_24khz Meta's .th file")
-    tok = dict(default="speech16k", choices=tokenizer_names(aliases=True),
-               help="which codec (default: speech16k, also called mmar; encodec_24khz needs --checkpoint)")
+    tok = dict(default="speech16k", type=_tokenizer_name, metavar="NAME",
+               help="a registered tokenizer (default: speech16k, also called mmar; encodec_24khz needs --checkpoint)")
     lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: speech-lm-16k from $MMAR_CHECKPOINTS or the shipped one)")
 
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")

@@ -27,19 +27,24 @@ BUILTIN_MODULES = ("mmar.tokenizers.speech_codec", "mmar.tokenizers.encodec")
 
 @dataclass
 class Encoded:
-    """Output of :meth:`Tokenizer.encode`.
+    """Output of :meth:`Tokenizer.encode`: discrete codes, continuous latents, or both.
 
-    codes: int64 [B, K, *grid], values in [0, codebook_size).
-    grid: the code grid's shape, ``codes.shape[2:]``.
-    latents: optional continuous latents [B, D, *grid] (before quantization).
+    codes: int64 [B, K, *grid], values in [0, codebook_size) (None for a latent-only tokenizer);
+    latents: float [B, D, *grid] (before quantization; None when not asked for);
+    grid: the shape the tokens tile, ``(frames,)``, ``(rows, cols)`` or ``(frames, rows, cols)``.
     """
 
-    codes: torch.Tensor
+    codes: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     grid: tuple[int, ...] = field(init=False)
 
     def __post_init__(self):
-        self.grid = tuple(self.codes.shape[2:])
+        if self.codes is None and self.latents is None:
+            raise ValueError("Encoded needs codes, latents or both")
+        grids = {tuple(x.shape[2:]) for x in (self.codes, self.latents) if x is not None}
+        if len(grids) != 1:
+            raise ValueError(f"codes and latents tile different grids: {sorted(grids)}")
+        self.grid = grids.pop()
 
 
 class Tokenizer(abc.ABC):
