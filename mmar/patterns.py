@@ -99,6 +99,21 @@ class DelayPattern:
         """Stream steps that ``frames`` frames occupy: frames + max_delay (0 for no frames)."""
         return frames + self.max_delay if frames else 0
 
+    def ready_steps(self, frames: int) -> int:
+        """Stream steps that can be laid out while only the first ``frames`` frames are known
+        (the stream still open): every code they hold belongs to those frames."""
+        return frames + min(self.delays)
+
+    def started_frames(self, steps: int, frames: int | None = None) -> int:
+        """Frames with at least one level within the first ``steps`` stream steps."""
+        n = max(0, steps - min(self.delays))
+        return n if frames is None else min(n, frames)
+
+    def complete_frames(self, steps: int, frames: int | None = None) -> int:
+        """Frames whose every level lies within the first ``steps`` stream steps (``frames``: the total, once known)."""
+        done = max(0, steps - self.max_delay)
+        return done if frames is None else min(done, frames)
+
     def holds(self, step: int, frames: int | None = None) -> list[tuple[int, int]]:
         """The (level, frame) pairs that stream ``step`` holds a real code for, in level order.
         ``frames`` None: the stream is still open (only its left edge is known to be empty)."""

@@ -40,6 +40,22 @@ def test_delay_pattern_holds_matches_build():
     assert pat.holds(1) == [(0, 1), (2, 0)]  # open stream: only the left edge is empty
 
 
+@settings(max_examples=100, deadline=None)
+@given(delays=st.lists(st.integers(0, 4), min_size=1, max_size=5), frames=st.integers(0, 12))
+def test_delay_pattern_ready_steps_and_complete_frames_follow_holds(delays, frames):
+    pat = DelayPattern(len(delays), delays)
+    seen: set[tuple[int, int]] = set()
+    for step in range(pat.steps(frames) + 2):
+        done = [f for f in range(frames) if all((k, f) in seen for k in range(len(delays)))]
+        assert pat.complete_frames(step, frames) == len(done) and done == list(range(len(done)))
+        assert pat.started_frames(step, frames) == len({f for _, f in seen})
+        seen |= set(pat.holds(step, frames))
+    for known in range(frames + 1):  # an open stream whose first `known` frames are known
+        ready = pat.ready_steps(known)
+        assert all(f < known for s in range(ready) for _, f in pat.holds(s))
+        assert any(f >= known for _, f in pat.holds(ready))
+
+
 @settings(max_examples=300, deadline=None)
 @given(b=st.integers(1, 3), k=st.integers(1, 4), t=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
        delayed=st.booleans(), ends=st.booleans(), some_unmasked=st.booleans())

@@ -101,9 +101,7 @@ class _CodedStream:
 
     def complete(self) -> int:
         """Frames whose every level has been coded."""
-        if self.frames is not None and self.step >= self.pattern.steps(self.frames):
-            return self.frames
-        return max(0, self.step - self.pattern.max_delay)
+        return self.pattern.complete_frames(self.step, self.frames)
 
     def take(self, upto: int) -> np.ndarray:
         """Remove and return the buffered frames before frame ``upto`` [L, upto - buf_start]."""
@@ -162,7 +160,7 @@ class LMEncoder(_CodedStream):
         self.pushed += t
         if final:
             self.frames = self.pushed
-        self.run((self.pattern.steps(self.pushed) if final else self.pushed) - self.step)
+        self.run((self.pattern.steps(self.pushed) if final else self.pattern.ready_steps(self.pushed)) - self.step)
         done = self.take(self.complete()).shape[1]
         if self.rdo is not None:
             self.residual = self.residual[:, done:]
@@ -228,7 +226,7 @@ class _LMDecoder(_CodedStream):
                 raise ContainerError(f"chunk {c} lies beyond the end of the coded stream")
             self.dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
             end = min(steps, self.step + chunk_steps)
-            self.grow(max(0, min(end, self.frames) - (self.buf_start + self.buf.shape[1])))  # frames this chunk starts
+            self.grow(self.pattern.started_frames(end, self.frames) - (self.buf_start + self.buf.shape[1]))
             self.run(end - self.step)
             done = self.complete()
             if done > self.buf_start:
