@@ -4,7 +4,9 @@ A file is written to a uniquely named temp file in the target's directory (creat
 with ``O_EXCL`` and mode ``0o666``, so the user's umask applies: never 0600), fsynced,
 then ``os.replace``d onto the target (or hard-linked, when overwriting is refused, so
 a file that appeared meanwhile is never clobbered). Readers never see a partial file;
-a failed or abandoned write leaves no temp file behind.
+a failed or abandoned write leaves no temp file behind. Only a regular file is ever replaced
+(never a directory or a device such as ``/dev/null``), and every OS failure (a missing or
+read-only directory, a full disk) is one :class:`MmarError` naming the target.
 
 Two forms::
 
@@ -25,21 +27,35 @@ from typing import BinaryIO, Union
 
 from .errors import MmarError
 
-__all__ = ["AtomicFile", "atomic_write", "write_json"]
+__all__ = ["AtomicFile", "atomic_write", "check_target", "write_json"]
 
 _TRIES = 16
+_TEMP_NAME_CHARS = 64  # of the target's name, in the temp name: a 255-byte name still gets a temp sibling
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse a ``path`` that exists unless ``overwrite``, and anything there but a regular file."""
+    if os.path.lexists(path):
+        if not overwrite:
+            raise MmarError(f"{path} exists; use -f to overwrite")
+        if not os.path.isfile(path):
+            raise MmarError(f"{path} exists and is not a regular file; refusing to replace it")
+
+
+def _cannot_write(path: Path, e: OSError) -> MmarError:
+    return MmarError(f"cannot write {path}: {e.strerror or e}")
 
 
 def _create_temp(path: Path, tmp_suffix: str) -> tuple[Path, int]:
     """A new, empty, uniquely named sibling of ``path``: (its path, an fd open for writing)."""
     for _ in range(_TRIES):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{tmp_suffix}")
+        tmp = path.with_name(f".{path.name[:_TEMP_NAME_CHARS]}.{secrets.token_hex(6)}.tmp{tmp_suffix}")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
             continue
         except OSError as e:
-            raise MmarError(f"cannot write {path}: {e.strerror or e}") from None
+            raise _cannot_write(path, e) from None
     raise MmarError(f"cannot write {path}: no free temp file name after {_TRIES} tries")  # pragma: no cover
 
 
@@ -57,8 +73,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` onto ``path`` atomically (refusing an existing ``path`` unless ``overwrite``)."""
+    """Move the finished ``tmp`` onto ``path`` atomically (refusing an existing ``path`` unless
+    ``overwrite``, and anything there but a regular file)."""
     if overwrite:
+        check_target(path, overwrite)
         os.replace(tmp, path)
     else:
         try:
@@ -82,21 +100,24 @@ class AtomicFile:
 
     Raises:
         MmarError: ``path`` exists and ``overwrite`` is false (checked on open and again on
-            commit), or the temp file cannot be created.
+            commit), is not a regular file, or cannot be written (an OSError on the way).
     """
 
     def __init__(self, path: Union[str, os.PathLike], overwrite: bool = True, tmp_suffix: str = ""):
         self.path = Path(path)
         self.overwrite = overwrite
-        if not overwrite and self.path.exists():
-            raise MmarError(f"{self.path} exists; use -f to overwrite")
+        check_target(self.path, overwrite)
         self.tmp, fd = _create_temp(self.path, tmp_suffix)
         self.file: BinaryIO | None = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> int:
         if self.file is None:
             raise ValueError(f"{self.path}: the atomic file is already closed")
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.abort()
+            raise _cannot_write(self.path, e) from None
 
     def commit(self) -> Path:
         """Flush, fsync, close and move the temp file onto ``path``; aborts on any failure."""
@@ -108,6 +129,9 @@ class AtomicFile:
                 f.flush()
                 os.fsync(f.fileno())
             _publish(self.tmp, self.path, self.overwrite)
+        except OSError as e:
+            self.abort()
+            raise _cannot_write(self.path, e) from None
         except BaseException:
             self.abort()
             raise
@@ -134,9 +158,14 @@ class AtomicFile:
 def atomic_write(path: Path, write: Callable[[Path], None], tmp_suffix: str = "") -> Path:
     """Call ``write(tmp)`` and move ``tmp`` onto ``path``; readers never see a partial file, and a
     failed write leaves no temp file. ``tmp_suffix`` keeps a format-giving extension (".wav").
-    Missing parent directories are created; an existing ``path`` is replaced."""
+    Missing parent directories are created; an existing regular file at ``path`` is replaced.
+    An OSError from ``write`` or on the way (full disk, read-only place) becomes :class:`MmarError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_target(path, overwrite=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
     tmp, fd = _create_temp(path, tmp_suffix)
     os.close(fd)  # the callback opens it by name; it keeps the mode made under the umask
     try:
@@ -144,6 +173,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], tmp_suffix: str = ""
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _publish(tmp, path, overwrite=True)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _cannot_write(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

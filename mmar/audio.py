@@ -38,7 +38,8 @@ def read_mono(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, i
 
 def read_blocks(path: Path, block_seconds: float) -> tuple[Iterator[np.ndarray], int, int]:
     """Stream a file → (iterator of float32 [n] mono blocks of ``block_seconds``, rate, total samples),
-    so memory stays bounded on long files. An empty file is an error."""
+    so memory stays bounded on long files. An empty file is an error, and so is one that
+    cannot be read to its end (damaged or truncated partway)."""
     import soundfile as sf
 
     try:
@@ -50,7 +51,14 @@ def read_blocks(path: Path, block_seconds: float) -> tuple[Iterator[np.ndarray],
     block = int(info.samplerate * block_seconds)
 
     def blocks() -> Iterator[np.ndarray]:
-        for b in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        it = sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True)
+        while True:
+            try:  # a file damaged partway fails here, mid-stream
+                b = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise _unreadable(path, e) from None
             yield b.mean(axis=1)
 
     return blocks(), info.samplerate, info.frames

@@ -1,11 +1,15 @@
-"""Shared pieces of every training recipe: distributed set-up, LR schedule, and resumable
-checkpoints stored as safetensors + JSON (never pickle), written atomically."""
+"""Shared pieces of every training recipe: distributed set-up, device and precision, LR
+schedule (by steps or by a wall-clock budget), weight EMA, and resumable checkpoints stored as
+safetensors + JSON (never pickle), written atomically."""
 
 from __future__ import annotations
 
 import json
+import contextlib
+import copy
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,59 @@ def setup_distributed() -> DistInfo:
     return DistInfo(rank=int(os.environ.get("RANK", "0")), world=world)
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU of this process (``LOCAL_RANK`` under torchrun) when CUDA is there, else the CPU."""
+    if name == "auto":
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 autocast on a GPU; nothing on the CPU (where training stays float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Budget:
+    """Where a run stands: by steps, or, with ``minutes``, by wall-clock time (the LR schedule
+    then follows elapsed time, so a run of fixed minutes still warms up and decays fully)."""
+
+    def __init__(self, steps: int, minutes: float | None = None):
+        self.steps, self.seconds, self.t0 = steps, None if minutes is None else 60.0 * minutes, time.monotonic()
+
+    def schedule_step(self, step: int) -> int:
+        """The step the LR schedule should use now."""
+        if self.seconds is None:
+            return step
+        return min(self.steps, int(self.steps * (time.monotonic() - self.t0) / self.seconds))
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps or (self.seconds is not None and time.monotonic() - self.t0 >= self.seconds)
+
+
+class WeightEMA:
+    """Exponential moving average of a model's parameters (the copy that is exported when
+    ``decay`` > 0): ema ← decay · ema + (1 − decay) · weights, every step. Buffers (e.g. EMA
+    codebooks, which restart dead codes abruptly) are copied as they are, never averaged."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, w in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(w.detach(), 1.0 - self.decay)
+        for e, w in zip(self.model.buffers(), model.buffers()):
+            e.copy_(w)
+
+
 def lr_at(step: int, base: float, warmup: int, total: int, final_ratio: float = 0.1) -> float:
     """Linear warm-up for ``warmup`` steps, then cosine decay to ``final_ratio * base`` at ``total``."""
     if step < warmup:
@@ -45,18 +102,21 @@ def lr_at(step: int, base: float, warmup: int, total: int, final_ratio: float = 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """Write the model's weights alone to ``path`` (.safetensors), atomically."""
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
 def save_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, step: int,
-               generator: torch.Generator, meta: dict) -> None:
-    """Write model + optimizer + RNG state to ``path`` (.safetensors) and ``path``.json, atomically."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+               generator: torch.Generator, meta: dict, ema: WeightEMA | None = None) -> None:
+    """Write model (+ its EMA copy) + optimizer + RNG state to ``path`` (.safetensors) and
+    ``path``.json, atomically. Tensors are saved from wherever they live (GPU included)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors |= {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()}
     osd = optim.state_dict()
     for pid, st in osd["state"].items():
         for k, v in st.items():
-            tensors[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+            tensors[f"optim.{pid}.{k}"] = (v.cpu() if torch.is_tensor(v) else torch.tensor(v)).contiguous()
     tensors["rng"] = generator.get_state()
     info = {"step": step, "param_groups": osd["param_groups"], "meta": meta}
     atomic_write(path, lambda p: save_file(tensors, str(p)))
@@ -64,11 +124,14 @@ def save_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer,
     atomic_write(js, lambda p: p.write_text(json.dumps(info, indent=1)))
 
 
-def load_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, generator: torch.Generator) -> int:
-    """Restore what :func:`save_state` wrote; returns the step to continue from."""
+def load_state(path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, generator: torch.Generator,
+               ema: WeightEMA | None = None) -> int:
+    """Restore what :func:`save_state` wrote (onto the model's device); returns the step to continue from."""
     tensors = load_file(str(path))
     info = json.loads(path.with_suffix(".json").read_text())
     model.load_state_dict(substate(tensors, "model."))
+    if ema is not None:
+        ema.model.load_state_dict(substate(tensors, "ema."))
     state: dict = {}
     for k, v in substate(tensors, "optim.").items():
         pid, name = k.split(".", 1)

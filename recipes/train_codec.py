@@ -6,6 +6,12 @@
 Resumes from ``<out>/state.safetensors`` when it exists. Under DDP the codebooks' EMA buffers
 follow rank 0 (DDP broadcasts buffers before each forward); gradients are averaged as usual. Writes ``metrics.csv`` (step,
 losses, lr, seconds per step) and, at the end, an inference checkpoint in ``<out>/export``.
+
+Config knobs beyond the model: ``train.device`` ("auto": the GPU when there is one),
+``train.weight_ema`` (> 0: export an exponential moving average of the weights),
+``train.freeze`` (e.g. ``["encoder", "quantizer"]``: train the decoder alone, so the codes and
+every model trained on them stay valid), ``optim.minutes`` (a wall-clock budget that the LR
+schedule follows, for fixed-time GPU runs); ``--init DIR`` starts from a checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from mmar.checkpoint import inference_state, save_pretrained, substate
+from mmar.checkpoint import inference_state, load_pretrained, save_pretrained, substate
 from mmar.data.crops import CropDataset
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
-from mmar.training import lr_at, load_state, save_state, setup_distributed
+from mmar.training import Budget, WeightEMA, load_state, lr_at, pick_device, save_state, setup_distributed
 
 
 def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
@@ -49,57 +55,75 @@ def evaluate(codec: SpeechCodec, loss_fn, clips: torch.Tensor, levels: list[int]
     return out
 
 
-def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
+def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None = None, progress: bool = True,
+          init: Path | None = None) -> dict:
     """Run (or resume) the recipe; returns the last logged metrics. ``stop_after`` ends the run
-    early at that step (used to test that resuming equals an uninterrupted run)."""
+    early at that step (used to test that resuming equals an uninterrupted run); ``init`` is a
+    checkpoint directory whose weights a new run starts from."""
     dist_info = setup_distributed()
     tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
+    device = pick_device(tc.get("device", "auto"))
     torch.manual_seed(tc["seed"])
     codec = SpeechCodec(CodecConfig(**cfg["model"]))
     mc = codec.cfg
+    if init is not None:
+        state, _, _ = load_pretrained(init)
+        codec.load_state_dict(state, strict=False)  # inference checkpoints hold no EMA statistics
+        for cb in codec.quantizer.codebooks:  # their codebooks are initialised: no k-means
+            cb.ema_sum.copy_(cb.codebook)
+            cb.initialized.fill_(True)
+    frozen = set(tc.get("freeze", []))
+    for name in frozen:
+        getattr(codec, name).requires_grad_(False)
+    codec.to(device)
+    ema = WeightEMA(codec, tc["weight_ema"]) if tc.get("weight_ema") else None
     crop = int(dc["crop_seconds"] * mc.sample_rate) // mc.hop * mc.hop
     if crop // mc.hop < 1.5 * mc.receptive_field:
         raise ValueError(f"crops of {crop // mc.hop} frames are too short for a receptive field of "
                          f"{mc.receptive_field} frames: use at least {1.5 * mc.receptive_field / mc.frame_rate:.2f} s")
     dataset = CropDataset([Path(p) for p in (data or dc["train"])], mc.sample_rate, crop, gain_db=tuple(dc["gain_db"]))
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
-    loss_fn = MultiResolutionLoss(mc.sample_rate)
-    optim = torch.optim.AdamW(codec.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
+    loss_fn = MultiResolutionLoss(mc.sample_rate).to(device)
+    params = [p for p in codec.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.safetensors"
     step = 0
     if state_path.exists():
-        step = load_state(state_path, codec, optim, gen)
+        step = load_state(state_path, codec, optim, gen, ema)
     elif not bool(codec.quantizer.codebooks[0].initialized):
         with torch.no_grad():
-            audio = torch.cat([dataset.batch(tc["batch_size"], gen) for _ in range(tc["kmeans_batches"])])
-            codec.quantizer.init_kmeans(codec.analyse(audio), gen)
+            audio = torch.cat([dataset.batch(tc["batch_size"], gen) for _ in range(tc["kmeans_batches"])]).to(device)
+            codec.quantizer.init_kmeans(codec.analyse(audio).cpu(), gen)
     valid = None
     if dc.get("valid") and tc["eval_every"]:
         vset = CropDataset([Path(p) for p in dc["valid"]], mc.sample_rate, crop * 2, gain_db=(-6, -6))
-        valid = vset.batch(32, torch.Generator().manual_seed(123))
-    model = DDP(codec) if dist_info.world > 1 else codec
+        valid = vset.batch(32, torch.Generator().manual_seed(123)).to(device)
+    model = (DDP(codec, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else codec)
     total, metrics = oc["steps"], {}
     end = min(total, stop_after) if stop_after else total
+    budget = Budget(end, oc.get("minutes"))
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="codec", dynamic_ncols=True)
     log = open(out / "metrics.csv", "a", newline="") if dist_info.main else None
     writer = csv.writer(log) if log else None
     if writer and step == 0:
         writer.writerow(["step", "loss", "recon", "commit", "levels", "lr", "sec_per_step"])
     t0 = time.time()
-    while step < end:
-        lr = lr_at(step, oc["lr"], oc["warmup"], total)
+    while not budget.done(step):
+        lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
             group["lr"] = lr
-        audio = dataset.batch(tc["batch_size"], gen)
+        audio = dataset.batch(tc["batch_size"], gen).to(device)
         levels = pick_levels(mc.levels, tc["level_focus"], gen)
-        rec, q = model(audio, levels=levels, update=True, generator=gen)
+        rec, q = model(audio, levels=levels, update="quantizer" not in frozen, generator=gen)
         recon = loss_fn(rec, audio)
         loss = recon + tc["commit_weight"] * q.commit
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), oc["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(params, oc["grad_clip"])
         optim.step()
+        if ema is not None:
+            ema.update(codec)
         step += 1
         bar.update(1)
         if writer and step % tc["log_every"] == 0:
@@ -111,17 +135,17 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
             log.flush()
             bar.set_postfix(loss=f"{lv:.3f}")
         if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
-            ev = evaluate(codec, loss_fn, valid, [3, 6, mc.levels])
+            ev = evaluate(ema.model if ema is not None else codec, loss_fn, valid, [3, 6, mc.levels])
             metrics.update(ev)
             with open(out / "valid.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, **ev}) + "\n")
-        if dist_info.main and (step % tc["save_every"] == 0 or step == end):
-            save_state(state_path, codec, optim, step, gen, {"config": cfg})
+        if dist_info.main and (step % tc["save_every"] == 0 or budget.done(step)):
+            save_state(state_path, codec, optim, step, gen, {"config": cfg}, ema)
     bar.close()
     if log:
         log.close()
-    if dist_info.main and step >= total:
-        export(codec, out / "export")
+    if dist_info.main and (step >= total or oc.get("minutes")):
+        export((ema.model if ema is not None else codec).cpu(), out / "export")
     return metrics
 
 
@@ -136,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--data", nargs="+", help="folders of audio files to train on (override the config)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
+    ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
+    ap.add_argument("--init", type=Path, metavar="DIR", help="start a new run from this checkpoint's weights")
     ap.add_argument("--export-only", type=Path, metavar="DIR", help="export <out>/state.safetensors as it is to DIR and exit")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
@@ -146,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.steps:
         cfg["optim"]["steps"] = args.steps
-    print(json.dumps(train(cfg, args.out, args.data)))
+    if args.minutes:
+        cfg["optim"]["minutes"] = args.minutes
+    print(json.dumps(train(cfg, args.out, args.data, init=args.init)))
     return 0
 
 

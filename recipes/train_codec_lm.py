@@ -33,13 +33,13 @@ from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
 from mmar.tasks.codec import load_codec
 from mmar.tasks.codec_lm import build_models, entropy_batch, expected_vectors
-from mmar.training import load_state, lr_at, save_state, save_weights
+from mmar.training import Budget, autocast, load_state, lr_at, pick_device, save_state, save_weights
 
 
 @torch.no_grad()
-def tokenize(codec_dir: Path, dirs: list[str], block_seconds: float = 30.0) -> torch.Tensor:
+def tokenize(codec_dir: Path, dirs: list[str], block_seconds: float = 30.0, device: torch.device | None = None) -> torch.Tensor:
     """Encode every file under ``dirs`` with all levels → codes int16 [K, N] (files concatenated)."""
-    codec = load_codec(codec_dir).model
+    codec = load_codec(codec_dir).model.to(device or "cpu")
     parts = []
     files = [f for d in dirs for f in audio_files(Path(d))]
     for f in tqdm(files, desc="tokenize", leave=False):
@@ -47,7 +47,7 @@ def tokenize(codec_dir: Path, dirs: list[str], block_seconds: float = 30.0) -> t
         if x.numel() < codec.cfg.hop or x.abs().max() < 1e-3:  # empty or silent files
             continue
         for i in range(0, len(x), int(block_seconds * codec.sample_rate)):
-            parts.append(codec.encode(x[None, i : i + int(block_seconds * codec.sample_rate)]).codes[0].short())
+            parts.append(codec.encode(x[None, i : i + int(block_seconds * codec.sample_rate)].to(device or "cpu")).codes[0].short().cpu())
     return torch.cat(parts, dim=1)
 
 
@@ -67,35 +67,42 @@ def loss_fn(kind: str, model, codes: torch.Tensor, coarse: int, empty: int) -> t
     return F.cross_entropy(logits.flatten(0, 2), codes[:, coarse:].transpose(1, 2).flatten())
 
 
-def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Tensor | None, out: Path) -> dict:
+def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Tensor | None, out: Path,
+              device: torch.device) -> dict:
+    """Train (or resume) one model; ``optim.<kind>.minutes`` sets a wall-clock budget instead of the step count."""
     oc, mc = cfg["optim"][kind], cfg["model"]
+    model.to(device)
     coarse, empty, length = mc["coarse"], SpecialIds(mc["codebook_size"]).empty, mc["window"]
     g = torch.Generator().manual_seed(cfg["seed"])
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=(0.9, 0.95), weight_decay=0.01)
     state, best_path = out / f"{kind}.state.safetensors", out / f"{kind}.best.safetensors"
     step = load_state(state, model, optim, g) if state.exists() else 0
     best = json.loads(state.with_suffix(".json").read_text())["meta"].get("best_valid", math.inf) if step else math.inf
-    vset = crops(valid, 64, length, torch.Generator().manual_seed(1)) if valid is not None else None
+    vset = crops(valid, 64, length, torch.Generator().manual_seed(1)).to(device) if valid is not None else None
     log = open(out / f"{kind}_metrics.csv", "a", newline="")
     w = csv.writer(log)
     if step == 0:
         w.writerow(["step", "bits_per_symbol", "valid_bits_per_symbol", "lr", "sec_per_step"])
-    result, t0 = {}, time.time()
-    for step in tqdm(range(step, oc["steps"]), initial=step, total=oc["steps"], desc=kind, dynamic_ncols=True):
-        lr = lr_at(step, oc["lr"], oc["warmup"], oc["steps"])
+    result, t0, budget = {}, time.time(), Budget(oc["steps"], oc.get("minutes"))
+    bar = tqdm(initial=step, total=oc["steps"], desc=kind, dynamic_ncols=True)
+    while not budget.done(step):
+        lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], oc["steps"])
         for group in optim.param_groups:
             group["lr"] = lr
-        loss = loss_fn(kind, model, crops(tokens, oc["batch_size"], length, g), coarse, empty)
+        with autocast(device):
+            loss = loss_fn(kind, model, crops(tokens, oc["batch_size"], length, g).to(device), coarse, empty)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        done = step + 1
-        if done % cfg["log_every"] == 0 or done == oc["steps"]:
+        step = done = step + 1
+        bar.update(1)
+        last = budget.done(done)
+        if done % cfg["log_every"] == 0 or last:
             vb = ""
             if vset is not None:
                 model.eval()
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device):
                     vb = loss_fn(kind, model, vset, coarse, empty).item() / math.log(2)
                 model.train()
             if vb != "" and vb < best:  # keep the weights with the best held-out loss for the export
@@ -106,9 +113,11 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
                         f"{(time.time() - t0) / cfg['log_every']:.3f}"])
             log.flush()
             t0 = time.time()
-        if done % cfg["save_every"] == 0 or done == oc["steps"]:
+        if done % cfg["save_every"] == 0 or last:
             save_state(state, model, optim, done, g, {"kind": kind, "best_valid": best})
+    bar.close()
     log.close()
+    model.cpu()
     return result
 
 
@@ -149,21 +158,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--codec", type=Path, help="codec checkpoint (overrides the config)")
     ap.add_argument("--data", nargs="+", help="training audio folders (override the config)")
+    ap.add_argument("--valid", nargs="+", help="validation audio folders (override the config)")
     ap.add_argument("--only", choices=["entropy", "fine"], help="train this model only (no export)")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     codec_dir = args.codec or Path(cfg["codec"])
+    device = pick_device(cfg.get("device", "auto"))
     args.out.mkdir(parents=True, exist_ok=True)
     tok_path = args.out / "tokens.safetensors"
+    valid_dirs = args.valid or cfg["data"].get("valid")
     if not tok_path.exists():
-        tensors = {"train": tokenize(codec_dir, args.data or cfg["data"]["train"])}
-        if cfg["data"].get("valid"):
-            tensors["valid"] = tokenize(codec_dir, cfg["data"]["valid"])
+        tensors = {"train": tokenize(codec_dir, args.data or cfg["data"]["train"], device=device)}
+        if valid_dirs:
+            tensors["valid"] = tokenize(codec_dir, valid_dirs, device=device)
         save_file(tensors, str(tok_path))
     tokens = load_file(str(tok_path))
     torch.manual_seed(cfg["seed"])
     entropy, fine = build_models(cfg["model"])
-    results = {kind: train_one(kind, m, cfg, tokens["train"], tokens.get("valid"), args.out)
+    results = {kind: train_one(kind, m, cfg, tokens["train"], tokens.get("valid"), args.out, device)
                for kind, m in (("entropy", entropy), ("fine", fine)) if args.only in (None, kind)}
     if args.only:
         print(json.dumps(results))

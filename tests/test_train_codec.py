@@ -12,6 +12,8 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from mmar.checkpoint import load_pretrained
+
 from synth import speechlike
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +31,10 @@ def data_dir(tmp_path_factory):
     return d
 
 
-def cfg(**optim):
+def cfg(train=None, **optim):
     c = json.loads(json.dumps(DEBUG))
     c["optim"].update(optim)
+    c["train"].update(train or {})
     return c
 
 
@@ -52,16 +55,36 @@ def test_debug_run_loss_falls_and_exports(data_dir, tmp_path):
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    """With the weight EMA on: the EMA copy is part of the state and resumes exactly too."""
     a, b = tmp_path / "a", tmp_path / "b"
-    train_codec.train(cfg(), a, [str(data_dir)], progress=False)
-    train_codec.train(cfg(), b, [str(data_dir)], stop_after=4, progress=False)
+    ema = {"weight_ema": 0.9}
+    train_codec.train(cfg(ema), a, [str(data_dir)], progress=False)
+    train_codec.train(cfg(ema), b, [str(data_dir)], stop_after=4, progress=False)
     assert json.loads((b / "state.json").read_text())["step"] == 4
-    train_codec.train(cfg(), b, [str(data_dir)], progress=False)
+    train_codec.train(cfg(ema), b, [str(data_dir)], progress=False)
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     assert losses(a) == losses(b)
+    assert any(k.startswith("ema.") for k in sa)
+    exported, _, _ = load_pretrained(a / "export")
+    assert torch.equal(exported["decoder.out.weight"], sa["ema.decoder.out.weight"].half().float())  # the EMA is exported
+
+
+def test_decoder_only_fine_tune_keeps_the_codes(data_dir, tmp_path):
+    """freeze = encoder + quantizer: a run started from a checkpoint changes only the decoder, so
+    files and models made with the old codes stay valid."""
+    from mmar.tasks.codec import load_codec
+
+    train_codec.train(cfg(), tmp_path / "base", [str(data_dir)], progress=False)
+    train_codec.train(cfg({"freeze": ["encoder", "quantizer"]}), tmp_path / "ft", [str(data_dir)], progress=False,
+                      init=tmp_path / "base/export")
+    old, new = load_codec(tmp_path / "base/export").model, load_codec(tmp_path / "ft/export").model
+    audio = torch.from_numpy(speechlike(2.0, seed=7))[None]
+    assert torch.equal(old.encode(audio).codes, new.encode(audio).codes)
+    codes = old.encode(audio).codes
+    assert not torch.equal(old.decode(codes), new.decode(codes))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ path: ``error: <one line>`` on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from ..errors import MmarError
@@ -40,13 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so atomic writers remove their temp files."""
+
+
+def _terminate(signum, _frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; every failure is ``error: <one line>`` on stderr and a nonzero status
+    (2 for errors, 128 + the signal for SIGINT, SIGTERM and SIGHUP)."""
+    previous = {}
     try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                try:
+                    previous[sig] = signal.signal(sig, _terminate)
+                except ValueError:  # not the main thread: leave signals alone
+                    pass
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except MmarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as e:  # a failure no writer or reader turned into an MmarError
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (e.args[0] if isinstance(e, Terminated) else signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

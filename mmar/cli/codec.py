@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 from ..errors import MmarError
@@ -21,16 +23,33 @@ def _lm(path, needed: bool = True):
     return load_lm(path) if needed else None
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _levels_kbps(codec, kbps: float) -> float:
+    """``kbps`` if the codec has a level count for it; else an error giving the valid range."""
+    tok = codec.model
+    step = tok.codebook_bits * tok.frame_rate / 1000
+    top = step * tok.num_codebooks
+    if not (math.isfinite(kbps) and step - 1e-9 <= kbps <= top + 1e-9):
+        raise MmarError(f"--bitrate must be {step:g}..{top:g} kbps (levels × {step:g}), got {kbps}")
+    return kbps
+
+
 def _encode(args: argparse.Namespace) -> int:
     from ..tasks.codec import encode_file
 
     codec = _codec(args)
+    if args.lm and args.bitrate is not None:
+        _warn("--bitrate is not used with --lm (the LM's coarse levels are sent)")
+    kbps = _levels_kbps(codec, 1.5 if args.bitrate is None else args.bitrate)
     if args.rdo is not None and not args.lm:
         raise MmarError("--rdo needs --lm (it trades bits under the LM against distortion)")
     if args.rdo is not None and not (0 <= args.rdo < float("inf")):
         raise MmarError(f"--rdo must be a finite number ≥ 0, got {args.rdo}")
     lm = _lm(args.lm_checkpoint, args.lm)
-    header = encode_file(codec, args.input, args.output, args.bitrate, args.force, progress=not args.quiet, lm=lm, rdo=args.rdo)
+    header = encode_file(codec, args.input, args.output, kbps, args.force, progress=not args.quiet, lm=lm, rdo=args.rdo)
     size = args.output.stat().st_size
     print(f"{args.output}: {header.duration:.2f} s, {header.levels} levels, {size} bytes, {8 * size / max(header.duration, 1e-9) / 1000:.2f} kbps")
     return 0
@@ -42,6 +61,8 @@ def _decode(args: argparse.Namespace) -> int:
 
     with ContainerReader(args.input) as r:
         lm = _lm(args.lm_checkpoint, r.header.mode == "lm")
+    if args.coarse_only and lm is None:
+        _warn("--coarse-only has no effect on a raw file (it holds every level it decodes)")
     header = decode_file(_codec(args), args.input, args.output, args.force, progress=not args.quiet, lm=lm,
                          fine=not args.coarse_only)
     print(f"{args.output}: {header.duration:.2f} s at {header.input_rate} Hz")
@@ -117,7 +138,7 @@ def add_parser(sub) -> None:
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
     e.add_argument("input", type=_path_in)
     e.add_argument("-o", "--output", type=Path, required=True)
-    e.add_argument("-b", "--bitrate", type=float, default=1.5, help="kbps: 1.5, 3 or 6 (levels = bitrate / 0.5)")
+    e.add_argument("-b", "--bitrate", type=float, default=None, help="kbps: 0.5..6 (default 1.5; levels = bitrate / 0.5)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     e.add_argument("-q", "--quiet", action="store_true")
     e.add_argument("--lm", action="store_true", help="LM coding: send the LM's coarse levels, range-coded (LMCodec); --bitrate is then not used")

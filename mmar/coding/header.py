@@ -10,7 +10,8 @@ form only); *zigzag* maps a signed d to 2d (d >= 0) or -2d-1 (d < 0) before the 
                   sections, 3 for a later layout), bit 2 mode (0 "raw", 1 "lm"),
                   bit 3 chunk_frames is sent (else 500), bits 4-7 input-rate code:
                   0 = same as sample_rate, 1..14 = RATES[code - 1], 15 = a varint follows
-    1      codec id: CODEC_IDS key, or 0 = explicit identity, then
+    1      bits 0-6 codec id: CODEC_IDS key (1..127), or 0 = explicit identity, then
+           bit 7 a gain byte is sent (below; files before it have this bit clear)
              varint n + n bytes   model name, UTF-8 (1..128 characters, n <= 512)
              1 + ceil(d/2) bytes  weights: d = hex digits (1..64), then the digits packed
                                   two per byte, high nibble first (an odd d pads a 0 nibble)
@@ -26,6 +27,8 @@ form only); *zigzag* maps a signed d to 2d (d >= 0) or -2d-1 (d < 0) before the 
                             (ni: the input-rate sample count, extra["ni"]; |delta| is tiny)
       (flag bit 3)          varint chunk_frames (1..2**24)
       (rdo kind 2 or 3)     λ, little-endian IEEE float16 or float64
+      (codec byte bit 7)    int8 gain: decoded audio is scaled by gain / 2 dB (extra["gain"],
+                            -64..63.5 dB in 0.5 dB steps, never 0)
     2      CRC-16/CCITT-FALSE (binascii.crc_hqx, initial 0xFFFF) of every byte from the
            magic to here, little-endian
 
@@ -42,7 +45,7 @@ example: the shipped codec (id 1), a 1 s, 16 kHz utterance at 1.5 kbps (3 levels
 
 12 bytes in all; from a 44.1 kHz input the flags become ``0x80`` (rate code 8 = 44100) and
 one byte more holds the ni delta (0 for 44100 samples). An LM-coded file adds its LM id
-(1 byte) and its λ (nothing when it is the LM's default).
+(1 byte) and its λ (nothing when it is the LM's default); a loudness correction one byte more.
 
 Short ids (codec, LM, rates) are never reused or changed once assigned: files carry them.
 
@@ -117,7 +120,9 @@ _FIELDS: dict[str, tuple[str, type, int, int]] = {
     "extra": ("x", dict, 0, MAX_HEADER_BYTES),  # omitted when empty
 }
 _KEY_TO_FIELD = {key: name for name, (key, *_rest) in _FIELDS.items()}
-_EXTRA = {"ni": "input-rate sample count", "lm": "LM id", "lmw": "LM weights hash", "rdo": "rate-distortion λ"}
+_EXTRA = {"ni": "input-rate sample count", "lm": "LM id", "lmw": "LM weights hash", "rdo": "rate-distortion λ",
+          "gain": "decoder gain in dB"}
+_GAIN_SENT = 0x80  # codec-id byte bit: a gain byte follows in the audio section
 
 
 def _bad(msg: str) -> ContainerError:
@@ -141,7 +146,9 @@ class Header:
         mode: ``"raw"`` (bit-packed codes) or ``"lm"`` (range-coded with an LM).
         extra: the optional fields ``"ni"`` (int: sample count at ``input_rate``; present exactly
             when ``input_rate != sample_rate``), and in mode ``"lm"`` ``"lm"`` (LM id) and
-            ``"lmw"`` (its weights hash), both required, and ``"rdo"`` (float λ >= 0).
+            ``"lmw"`` (its weights hash), both required, and ``"rdo"`` (float λ >= 0); in any mode
+            ``"gain"`` (float dB, a nonzero multiple of 0.5 in -64..63.5): the decoder scales its
+            output by it, so the decoded level matches the input's.
     """
 
     model: str
@@ -201,6 +208,10 @@ class Header:
                 raise _bad(f"extra 'ni' must be an integer >= 0, got {ni!r:.40}")
             if not _ni_delta_ok(ni - self.num_samples * self.input_rate // self.sample_rate, self.input_rate, self.sample_rate):
                 raise _bad(f"{ni} input samples at {self.input_rate} Hz do not match {self.num_samples} at {self.sample_rate} Hz")
+        if "gain" in x:
+            g = x["gain"]
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not (-64 <= g <= 63.5 and g != 0 and g * 2 == int(g * 2)):
+                raise _bad(f"extra 'gain' must be a nonzero multiple of 0.5 dB in -64..63.5, got {g!r:.40}")
         if self.mode == "lm":
             if "lm" not in x or "lmw" not in x:
                 raise _bad("an LM-coded header needs extra 'lm' and 'lmw' (the LM's id and weights)")
@@ -323,7 +334,7 @@ def encode_v2(header: Header, prefix: bytes) -> bytes:
         rate_code = RATES.index(h.input_rate) + 1 if h.input_rate in RATES else _RATE_EXPLICIT
     flags = 0 | (h.mode == "lm") << 2 | (h.chunk_frames != DEFAULT_CHUNK_FRAMES) << 3 | rate_code << 4
     out = bytearray(prefix)
-    out += bytes([flags, codec_id])
+    out += bytes([flags, codec_id | ("gain" in x) * _GAIN_SENT])
     if not codec_id:
         out += _name(h.model) + _hexhash(h.weights)
     if h.mode == "lm":
@@ -351,6 +362,8 @@ def encode_v2(header: Header, prefix: bytes) -> bytes:
     if h.chunk_frames != DEFAULT_CHUNK_FRAMES:
         out += varint(h.chunk_frames)
     out += rdo_value
+    if "gain" in x:
+        out += struct.pack("<b", int(x["gain"] * 2))
     out += struct.pack("<H", binascii.crc_hqx(bytes(out), 0xFFFF))
     return bytes(out)
 
@@ -416,6 +429,7 @@ def decode_v2(read: Callable[[int], bytes], prefix: bytes) -> tuple[Header, int]
         kind = MODALITIES[modality] if modality < len(MODALITIES) else f"type {modality}"
         raise ContainerError(f"this file holds {kind} data, which this mmar cannot read (newer mmar, or a damaged file)")
     codec_id = c.byte()
+    gain_sent, codec_id = bool(codec_id & _GAIN_SENT), codec_id & ~_GAIN_SENT
     model = weights = lm = lmw = None
     if not codec_id:
         model, weights = c.name("model"), c.hexhash("weights")
@@ -430,6 +444,7 @@ def decode_v2(read: Callable[[int], bytes], prefix: bytes) -> tuple[Header, int]
     ni_delta = c.varint("ni delta", 1 << 24) if rate_code else None
     chunk_frames = c.varint("chunk_frames", 1 << 24) if chunk_sent else DEFAULT_CHUNK_FRAMES
     rdo_raw = c.take(2 if rdo_kind == 2 else 8) if rdo_kind >= 2 else b""
+    gain = struct.unpack("<b", c.take(1))[0] / 2 if gain_sent else None
     at = len(c.data)
     crc = struct.unpack("<H", c.take(2))[0]
     if crc != binascii.crc_hqx(bytes(c.data[:at]), 0xFFFF):
@@ -479,6 +494,10 @@ def decode_v2(read: Callable[[int], bytes], prefix: bytes) -> tuple[Header, int]
         extra["rdo"] = r = struct.unpack("<e" if rdo_kind == 2 else "<d", rdo_raw)[0]
         if (lm_id and r == LM_IDS[lm_id].rdo) or (rdo_kind == 3 and _f16(r) is not None):
             raise _bad("λ is not sent in its shortest form")
+    if gain is not None:
+        if not gain:
+            raise _bad("a gain of 0 dB is sent")
+        extra["gain"] = gain
     if chunk_sent and chunk_frames == DEFAULT_CHUNK_FRAMES:
         raise _bad("chunk_frames is sent although it is the default")
     header = Header(model=model, weights=weights, sample_rate=sample_rate, input_rate=input_rate,

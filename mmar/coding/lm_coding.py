@@ -194,7 +194,9 @@ def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, 
     """Chunk payloads of :class:`LMEncoder` → int64 [L, t] blocks of frames as they complete.
 
     ``stats["xent_bits"]`` receives the model cross-entropy of the decoded symbols. A chunk
-    that does not decode raises :class:`ContainerError` naming the chunk.
+    that does not decode, is empty, or holds words its steps did not consume raises
+    :class:`ContainerError` naming the chunk: every chunk the encoder writes holds at least one
+    word, so the work (``chunk_steps`` steps per chunk) is bounded by the file's size.
     """
     with single_thread():  # held while suspended too: the caller's work between yields runs on one thread
         yield from _LMDecoder(model, window, frames).blocks(payloads, chunk_steps, stats)
@@ -220,14 +222,16 @@ class _LMDecoder(_CodedStream):
         steps = self.pattern.steps(self.frames)
         for c, payload in enumerate(payloads):
             self.chunk = c
-            if len(payload) % 4:
-                raise ContainerError(f"chunk {c} is not a whole number of 32-bit words")
+            if not payload or len(payload) % 4:
+                raise ContainerError(f"chunk {c} is not a whole, nonzero number of 32-bit words")
             if self.step >= steps:
                 raise ContainerError(f"chunk {c} lies beyond the end of the coded stream")
             self.dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
             end = min(steps, self.step + chunk_steps)
             self.grow(self.pattern.started_frames(end, self.frames) - (self.buf_start + self.buf.shape[1]))
             self.run(end - self.step)
+            if not self.dec.maybe_exhausted():
+                raise ContainerError(f"chunk {c} is damaged (data left after its last step)")
             done = self.complete()
             if done > self.buf_start:
                 yield self.take(done).copy()

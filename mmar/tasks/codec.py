@@ -8,13 +8,14 @@ restores the input's sample rate and length.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, check_target
 from ..audio import read_blocks
 from ..coding.bitpack import pack_codes, packed_size, unpack_codes
 from ..coding.container import ContainerReader, ContainerWriter, container_bytes
@@ -28,6 +29,8 @@ CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
 BLOCK_SECONDS = 10.0  # audio read per step
 MAX_CHUNK_FRAMES = 3000
 PROGRESS_SECONDS = 60.0  # files longer than this get a progress bar
+MAX_OUTPUT_RATE = {"WAV": 1_000_000, "FLAC": 655_350, "OGG": 192_000}  # Hz: what libsndfile writes safely
+MAX_GAIN_DB = 20.0  # the loudness correction sent in the header stays within ±this
 
 LoadedCodec = LoadedTokenizer  # the name codec users know: ``.model`` is an AudioTokenizer
 
@@ -40,13 +43,18 @@ def load_codec(path: Path | None = None, tokenizer: str = "speech16k") -> Loaded
 
 # -- streaming core ------------------------------------------------------------------------
 def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
-                  levels: int, lm: LoadedLM | None = None, rdo: float | None = None) -> tuple[Header, Iterator[bytes]]:
+                  levels: int, lm: LoadedLM | None = None, rdo: float | None = None) -> tuple[Header, list[bytes]]:
     """Mono float32 blocks at ``input_rate`` (``input_samples`` in all) → (header, chunk payloads).
 
     Without ``lm``: ``levels`` levels, bit-packed ("raw"). With ``lm``: its coarse levels,
     range-coded under its entropy model ("lm"); chunks then hold ``CHUNK_FRAMES`` stream steps.
     ``rdo`` (LM only; None = the LM's default) > 0 picks the codes by rate-distortion (λ, see
     :class:`RateDistortion`); 0 sends the nearest codes, losslessly coded.
+
+    The codec's output is quieter than its input (by ~4 dB on speech, ~10 dB on band-limited
+    input), so the payloads are decoded here once and the level difference is sent in the
+    header (extra ``"gain"``, 0.5 dB steps) for the decoder to restore. Payloads are small
+    (≤ 6 kbps), so they are held until the header is known; audio still streams.
     """
     tok = codec.model
     n = input_samples if input_rate == tok.sample_rate else math.ceil(input_samples * tok.sample_rate / input_rate)
@@ -63,20 +71,53 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     header = Header(model=codec.model_id, weights=codec.weights, sample_rate=tok.sample_rate, input_rate=input_rate,
                     num_samples=n, levels=levels, bits=tok.codebook_bits, frame_rate=tok.frame_rate,
                     chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
+    energy = [0.0]  # sum of squares of the input at the codec's rate
+    blocks = _finite(blocks, input_rate)
     if lm is None:
-        return header, _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), levels, tok.codebook_bits)
-    if not rdo:
-        return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels), lm)
-    rdo_choice = RateDistortion(tok.codebooks()[:levels], rdo)
-    return header, _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0), lm, rdo_choice)
+        payloads = _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels, energy), levels, tok.codebook_bits)
+    elif not rdo:
+        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels, energy), lm)
+    else:
+        rdo_choice = RateDistortion(tok.codebooks()[:levels], rdo)
+        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0, energy), lm, rdo_choice)
+    payloads = list(payloads)
+    decoded = sum(float(np.square(y, dtype=np.float64).sum()) for y in _audio16k(codec, header, payloads, lm))
+    gain = _gain_db(energy[0], decoded, n)
+    if gain:
+        header.extra["gain"] = gain
+    return header, payloads
 
 
-def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int) -> Iterator[np.ndarray]:
-    """Audio blocks → code blocks int64 [levels, t] (levels=0: latents [D, t]), ceil(n / hop) frames in all."""
+def _finite(blocks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """The blocks, refusing the first NaN or infinite sample (it would decode to full-scale noise)."""
+    seen = 0
+    for b in blocks:
+        bad = np.flatnonzero(~np.isfinite(b))
+        if len(bad):
+            raise MmarError(f"the input holds a non-finite sample (NaN or Inf) at {(seen + bad[0]) / rate:.3f} s")
+        seen += len(b)
+        yield b
+
+
+def _gain_db(energy_in: float, energy_out: float, n: int) -> float:
+    """The decoder gain (dB, a multiple of 0.5 within ±MAX_GAIN_DB) that brings the decoded level
+    to the input's; 0 for silence (below -80 dBFS on either side, the ratio means nothing)."""
+    floor = 1e-8 * max(n, 1)
+    if energy_in < floor or energy_out < floor:
+        return 0.0
+    db = 10 * math.log10(energy_in / energy_out)
+    return max(-MAX_GAIN_DB, min(MAX_GAIN_DB, round(2 * db) / 2)) + 0.0  # + 0.0: no -0.0
+
+
+def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int,
+                  energy: list[float]) -> Iterator[np.ndarray]:
+    """Audio blocks → code blocks int64 [levels, t] (levels=0: latents [D, t]), ceil(n / hop) frames in all.
+    ``energy[0]`` accumulates the sum of squares of the audio coded."""
     enc, fed = codec.model.stream_encoder(levels), 0
     for x in _resampled(blocks, input_rate, codec.model.sample_rate):
         x = x[: max(0, n - fed)]
         fed += len(x)
+        energy[0] += float(np.square(x, dtype=np.float64).sum())
         yield enc.push(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
     if fed < n:  # the resampler or the file gave fewer samples than announced
         yield enc.push(torch.zeros(1, n - fed))[0].numpy()
@@ -103,40 +144,42 @@ def _raw_payloads(code_blocks: Iterable[np.ndarray], levels: int, bits: int) -> 
 
 def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes], lm: LoadedLM | None = None,
                   fine: bool = True, stats: dict | None = None) -> Iterator[np.ndarray]:
-    """Header + chunk payloads → float32 mono blocks at the header's input rate (its exact length).
+    """Header + chunk payloads → float32 mono blocks at the header's input rate (its exact length),
+    scaled by the header's gain and clipped to [-1, 1].
 
     "lm" files need ``lm`` (the models that wrote them); ``fine=False`` decodes the coarse
     levels alone instead of regenerating the fine ones. ``stats`` receives ``xent_bits``.
     """
     check_header(codec, header, lm)
+    out_total = header.extra.get("ni", header.num_samples)
+    scale = np.float32(10 ** (header.extra.get("gain", 0.0) / 20))
+    produced = 0
+    for y in _resampled(_audio16k(codec, header, payloads, lm, fine, stats), codec.model.sample_rate, header.input_rate):
+        y = y[: out_total - produced]
+        produced += len(y)
+        yield np.clip(y * scale, -1.0, 1.0)
+    if produced < out_total:
+        yield np.zeros(out_total - produced, dtype=np.float32)
+
+
+def _audio16k(codec: LoadedCodec, header: Header, payloads: Iterable[bytes], lm: LoadedLM | None = None,
+              fine: bool = True, stats: dict | None = None) -> Iterator[np.ndarray]:
+    """Header + payloads → the codec's own output: float32 blocks at its rate, ``num_samples`` in all."""
     tok = codec.model
     frames_total = math.ceil(header.num_samples / tok.hop)
-    out_total = header.extra.get("ni", header.num_samples) if header.input_rate != tok.sample_rate else header.num_samples
-    if not isinstance(out_total, int) or out_total < 0:
-        raise ContainerError("header field 'ni' is invalid")
     gen = None
     if header.mode == "lm":
         blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
         gen = FineGenerator(lm, tok.codebooks()) if fine else None
     else:
         blocks = _raw_blocks(header, payloads, frames_total, tok.codebook_size)
-
-    def audio16k() -> Iterator[np.ndarray]:
-        dec, emitted = tok.stream_decoder(), 0
-        for codes in blocks:
-            y = dec.push_latents(gen.push(codes)) if gen else dec.push(torch.from_numpy(codes)[None])
-            y = y[0].numpy()[: max(0, header.num_samples - emitted)]
-            emitted += len(y)
-            yield y
-        yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
-
-    produced = 0
-    for y in _resampled(audio16k(), tok.sample_rate, header.input_rate):
-        y = y[: out_total - produced]
-        produced += len(y)
-        yield np.clip(y, -1.0, 1.0)
-    if produced < out_total:
-        yield np.zeros(out_total - produced, dtype=np.float32)
+    dec, emitted = tok.stream_decoder(), 0
+    for codes in blocks:
+        y = dec.push_latents(gen.push(codes)) if gen else dec.push(torch.from_numpy(codes)[None])
+        y = y[0].numpy()[: max(0, header.num_samples - emitted)]
+        emitted += len(y)
+        yield y
+    yield dec.flush()[0].numpy()[: max(0, header.num_samples - emitted)]
 
 
 def _raw_blocks(header: Header, payloads: Iterable[bytes], frames_total: int, codebook_size: int) -> Iterator[np.ndarray]:
@@ -177,6 +220,8 @@ def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None)
         raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")
     if header.chunk_frames > MAX_CHUNK_FRAMES:  # bounds the work one (possibly forged) chunk can ask for
         raise ContainerError(f"header announces {header.chunk_frames} frames per chunk (at most {MAX_CHUNK_FRAMES})")
+    if header.mode == "lm" and header.chunk_frames != CHUNK_FRAMES:  # with non-empty chunks: ≤ 56 steps per file byte
+        raise ContainerError(f"header announces {header.chunk_frames} steps per LM chunk; LM-coded files hold {CHUNK_FRAMES}")
 
 
 def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
@@ -209,13 +254,19 @@ def _read_blocks(path: Path, progress: bool) -> tuple[Iterator[np.ndarray], int,
     return gen(), rate, frames
 
 
+def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse an output that exists (without ``overwrite``), is not a regular file, or is the input."""
+    check_target(dst, overwrite)
+    if dst.exists() and os.path.samefile(src, dst):
+        raise MmarError(f"{dst} is the input file; choose another output")
+
+
 def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, overwrite: bool = False,
                 progress: bool = False, lm: LoadedLM | None = None, rdo: float | None = None) -> Header:
     """Encode an audio file (anything soundfile reads; any rate; any channel count) to ``dst`` (.mmc).
     With ``lm`` the file is LM-coded (its coarse levels; ``kbps`` is then not used; ``rdo``: λ)."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise MmarError(f"{dst} exists; use -f to overwrite")
+    _check_paths(src, dst, overwrite)
     blocks, rate, frames = _read_blocks(src, progress)
     header, payloads = encode_stream(codec, blocks, rate, frames, codec.model.levels_for_kbps(kbps), lm, rdo)
     with ContainerWriter(dst, header, overwrite=overwrite) as w:
@@ -226,27 +277,32 @@ def encode_file(codec: LoadedCodec, src: Path, dst: Path, kbps: float = 1.5, ove
 
 def decode_file(codec: LoadedCodec, src: Path, dst: Path, overwrite: bool = False, progress: bool = False,
                 lm: LoadedLM | None = None, fine: bool = True) -> Header:
-    """Decode a ``.mmc`` file to audio at the original sample rate (format from dst's suffix; 16-bit PCM)."""
+    """Decode a ``.mmc`` file to audio at the original sample rate (format from dst's suffix: WAV and
+    FLAC 16-bit PCM, OGG Vorbis; a rate the format cannot hold is refused before anything is written)."""
     import soundfile as sf
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise MmarError(f"{dst} exists; use -f to overwrite")
+    _check_paths(src, dst, overwrite)
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(dst.suffix.lower())
     if fmt is None:
         raise MmarError(f"cannot write {dst.suffix or 'files without a suffix'}: use .wav, .flac or .ogg")
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with ContainerReader(src) as reader:
         header = reader.header
+        if header.input_rate > MAX_OUTPUT_RATE[fmt]:  # libsndfile fails on these, or crashes (Vorbis)
+            raise MmarError(f"{dst.suffix} cannot hold {header.input_rate} Hz audio (at most {MAX_OUTPUT_RATE[fmt]} Hz); use .wav")
 
         def write(tmp: Path) -> None:
-            with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
-                    tqdm(total=header.duration, unit="s", disable=not (progress and header.duration > PROGRESS_SECONDS),
-                         desc="decode", leave=False) as bar:
-                for y in decode_stream(codec, header, reader, lm, fine):
-                    out.write(y)
-                    bar.update(len(y) / header.input_rate)
+            try:
+                with sf.SoundFile(tmp, "w", samplerate=header.input_rate, channels=1, format=fmt, subtype=subtype) as out, \
+                        tqdm(total=header.duration, unit="s", disable=not (progress and header.duration > PROGRESS_SECONDS),
+                             desc="decode", leave=False) as bar:
+                    for y in decode_stream(codec, header, reader, lm, fine):
+                        out.write(y)
+                        bar.update(len(y) / header.input_rate)
+            except sf.SoundFileRuntimeError as e:  # libsndfile could not open or write the file
+                raise MmarError(f"cannot write {dst}: {(str(e).strip().splitlines() or ['libsndfile failed'])[-1]}") from None
 
         atomic_write(dst, write, tmp_suffix=dst.suffix)
     return header

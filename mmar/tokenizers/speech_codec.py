@@ -268,7 +268,14 @@ class StreamingDecoder:
 
     push(codes [B, k, t]) or push_latents(z [B, D, t]) → audio [B, m]; flush() → the remaining
     samples (the last ``n_fft - hop`` of the stream, normalised by the frames that reached them).
+
+    The very end is reached by the falling edge of the last window alone: dividing by its
+    near-zero envelope turned any error there into a full-scale click. flush() divides by at
+    least ``TAIL_FLOOR`` × the full envelope instead, which fades the last few ms out with the
+    window (only samples whose envelope is below the floor change: the final < 20 ms).
     """
+
+    TAIL_FLOOR = 0.1
 
     def __init__(self, codec: SpeechCodec):
         self.codec = codec
@@ -313,7 +320,8 @@ class StreamingDecoder:
     def flush(self) -> torch.Tensor:
         if self.acc is None:
             return torch.zeros(1, 0)
-        return self._emit(self.acc, self.env, self.acc.shape[-1])
+        full = float((self.codec.window**2).sum()) / self.codec.cfg.hop  # the envelope where all frames overlap
+        return self._emit(self.acc, self.env.clamp_min(self.TAIL_FLOOR * full), self.acc.shape[-1])
 
 
 @register_tokenizer("speech16k", aliases=("mmar",))

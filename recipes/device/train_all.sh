@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Train every shipped speech model at scale on one CUDA GPU, in about 8 minutes of wall time,
+# from the compact corpus that travels with the working tree; bring back checkpoints + metrics.
+#
+#   bash recipes/device/train_all.sh DATA OUT [SET]
+#
+#   DATA  the packed corpus: DATA/train, DATA/valid (python -m mmar.data.pack --out data/gpu)
+#   OUT   where the new checkpoints go: OUT/speech-codec-16k, OUT/speech-lm-16k (files larger
+#         than 15 MiB are split into .part-aa, .part-ab, …: `cat F.part-* > F` joins them)
+#   SET   config set: gpu (default; recipes/configs/*_gpu.json) or debug (a seconds-long CPU
+#         run of the same pipeline, used by tests/test_device_command.py)
+#
+# On the device machine (no network; Python packages the image lacks travel as wheels, see
+# recipes/device/README.md):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   bash recipes/device/train_all.sh data/gpu $OUT
+set -euo pipefail
+data=${1:?usage: train_all.sh DATA OUT [SET]}
+out=${2:?usage: train_all.sh DATA OUT [SET]}
+set=${3:-gpu}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+py=${PYTHON:-python3}
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+t0=$(date +%s)
+
+"$py" "$root/recipes/train_codec.py" --config "$root/recipes/configs/codec_$set.json" --data "$data/train" \
+  --out "$work/codec" > "$work/codec.log" 2>&1 || { tail -20 "$work/codec.log"; exit 1; }
+"$py" "$root/recipes/train_codec_lm.py" --config "$root/recipes/configs/codec_lm_$set.json" --codec "$work/codec/export" \
+  --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
+
+ship() {  # ship SRC_DIR NAME FILES...: copy into OUT/NAME, splitting files over 15 MiB
+  local src=$1 name=$2; shift 2
+  mkdir -p "$out/$name"
+  for f in "$@"; do
+    [ -f "$src/$f" ] || continue
+    if [ "$(stat -c %s "$src/$f")" -gt $((15 << 20)) ]; then
+      split -b 15M "$src/$f" "$out/$name/$f.part-"
+    else
+      cp "$src/$f" "$out/$name/"
+    fi
+  done
+}
+cp "$work/codec/metrics.csv" "$work/codec/export/train_metrics.csv"
+[ -f "$work/codec/valid.jsonl" ] && cp "$work/codec/valid.jsonl" "$work/codec/export/"
+ship "$work/codec/export" speech-codec-16k model.safetensors config.json train_metrics.csv valid.jsonl
+ship "$work/lm/export" speech-lm-16k model.safetensors config.json held_out_metrics.json
+echo "trained in $(( $(date +%s) - t0 )) s; files in $out:"
+find "$out" -type f -printf '%P %s\n' | sort
