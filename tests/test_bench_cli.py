@@ -27,11 +27,13 @@ _TOOLS = ("opusenc", "opusdec", "c2enc", "c2dec")  # the baselines' command-line
                     reason=f"needs {', '.join(_TOOLS)} (apt install opus-tools codec2)")
 def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys):
     clips = tmp_path / "clips"
-    clips.mkdir()
-    sf.write(clips / "a.wav", speechlike(3.0), 16000)
+    for spk, seed in (("en_m", 0), ("fr_f", 1)):  # a corpus split: <speaker>/*.wav
+        (clips / spk).mkdir(parents=True)
+        for i in range(2):
+            sf.write(clips / spk / f"{i}.wav", speechlike(2.0, seed=seed + 10 * i), 16000)
     out = tmp_path / "c.json"
     args = ["bench", "codec", "--clips", str(clips), "--checkpoint", str(tiny_codec_dir), "--lm-checkpoint", str(tiny_lm_dir),
-            "--bitrates", "1.5", "--no-visqol", "--json", str(out), "--png", str(tmp_path / "s.png")]
+            "--bitrates", "1.5", "--no-visqol", "--json", str(out), "--png", str(tmp_path / "s.png"), "--per-speaker", "1"]
     assert main(args) == 0
     r = json.loads(out.read_text())
     names = list(r["systems"])
@@ -39,5 +41,9 @@ def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys)
     lm_row = next(v for k, v in r["mmar"].items() if "fine" in k)
     assert lm_row["bits"] > 0 and lm_row["xent_bits"] > 0 and 0 < lm_row["rtf_decode"]
     assert (tmp_path / "s.png").stat().st_size > 1000
-    assert "saving vs raw" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "saving vs raw" in printed and "PESQ-WB per speaker" in printed
+    assert [c["speaker"] for c in r["clips"]] == ["en_m", "fr_f"]  # one clip each (--per-speaker 1)
+    for entry in r["systems"].values():
+        assert set(entry["per_speaker"]) == {"en_m", "fr_f"} and entry["per_speaker"]["en_m"]["pesq_wb"] is not None
     assert main(["bench", "codec", "--clips", str(tmp_path / "none")]) == 2

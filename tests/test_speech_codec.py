@@ -111,7 +111,7 @@ def test_refuses_overwrite_and_other_models(tiny_codec_dir, wav_file, tmp_path):
 def test_cli_round_trip_and_info(tiny_codec_dir, wav_file, tmp_path, capsys):
     src = wav_file(2.0, 22050, 2)
     mmc, out = tmp_path / "s.mmc", tmp_path / "s.wav"
-    assert main(["codec", "encode", str(src), "-o", str(mmc), "--bitrate", "3", "--checkpoint", str(tiny_codec_dir), "-q"]) == 0
+    assert main(["codec", "encode", str(src), "-o", str(mmc), "--bitrate", "1.8", "--checkpoint", str(tiny_codec_dir), "-q"]) == 0
     assert main(["codec", "decode", str(mmc), "-o", str(out), "--checkpoint", str(tiny_codec_dir), "-q"]) == 0
     capsys.readouterr()
     assert main(["codec", "info", str(mmc), "--json"]) == 0

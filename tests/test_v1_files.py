@@ -29,7 +29,14 @@ def test_v1_file_decodes_to_the_stored_audio(shipped, name):
     audio, rate = decode_array(codec, (V1 / name).read_bytes(), lm=lm)
     ref, ref_rate = sf.read(V1 / f"{name}.decoded.flac", dtype="float32")
     assert (rate, len(audio)) == (ref_rate, len(ref)) == (meta["rate"], meta["samples"])
-    assert np.abs(audio - ref).max() <= 2.0**-22  # the 24-bit reference's rounding, nothing more
+    # The references hold the end click the decoder no longer makes: its final < 20 ms changed
+    # (StreamingDecoder.TAIL_FLOOR), and resampling back to 22.05 kHz smears that change, at
+    # -108 dB or less, over the 40 ms before. Everything earlier is unchanged.
+    ms20, ms60 = rate // 50, 3 * rate // 50
+    diff = np.abs(audio - ref)
+    assert diff[:-ms60].max() <= 2.0**-22  # the 24-bit reference's rounding, nothing more
+    assert diff[-ms60:-ms20].max() <= 2.0**-18
+    assert np.abs(audio[-ms20:]).max() <= min(0.5, np.abs(audio[:-ms20]).max())  # no click
 
 
 @pytest.mark.parametrize("name", FILES)

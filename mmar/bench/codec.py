@@ -112,13 +112,33 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+
+
+def find_clips(root: Path, per_speaker: int | None = None) -> list[tuple[Path, str]]:
+    """Benchmark clips under ``root`` with their speaker: ``root/<speaker>/…`` (a corpus split such
+    as data/prep/test) or flat files named ``<speaker>_<n>.wav`` (``mmar.data.clips``). With
+    ``per_speaker``, the first N files of each speaker in sorted order."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if root.is_dir() else []
+    taken: dict[str, int] = {}
+    out = []
+    for f in files:
+        speaker = f.relative_to(root).parts[0] if f.parent != root else f.stem.rsplit("_", 1)[0]
+        if per_speaker is None or taken.get(speaker, 0) < per_speaker:
+            taken[speaker] = taken.get(speaker, 0) + 1
+            out.append((f, speaker))
+    return out
+
+
 def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Path | None = None,
                     png_path: Path | None = None, visqol: bool | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
+                    log: Callable[[str], None] | None = None, speakers: list[str] | None = None) -> dict:
     """Round-trip every clip through every system and score it.
 
     Args:
         clips: audio files (resampled to 16 kHz mono).
+        speakers: each clip's speaker (same length as ``clips``): adds per-speaker means.
         systems: :class:`CodecSystem` objects with distinct names.
         json_path: if given, write the results there (atomically).
         png_path: if given, write log-mel spectrograms of the first clip: original + every system.
@@ -149,7 +169,7 @@ def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Pa
     for ci, clip in enumerate(clips):
         audio = load_clip(Path(clip))
         seconds = len(audio) / SR
-        results["clips"].append({"path": str(clip), "seconds": seconds})
+        results["clips"].append({"path": str(clip), "seconds": seconds, "speaker": speakers[ci] if speakers else None})
         if ci == 0:
             first_rows.append((f"original: {Path(clip).name}", audio))
         for system in systems:
@@ -179,6 +199,9 @@ def run_codec_bench(clips: list[Path], systems: list[CodecSystem], json_path: Pa
         entry["mean"] = {k: _mean([r[k] for r in per]) for k in ["kbps", *fns, "rtf"]}
         total_s = sum(c["seconds"] for c in results["clips"])
         entry["mean"]["kbps_pooled"] = 8.0 * sum(r["nbytes"] for r in per) / total_s / 1000.0
+        if speakers:
+            entry["per_speaker"] = {spk: {k: _mean([r[k] for r, s in zip(per, speakers) if s == spk]) for k in ["kbps", *fns]}
+                                    for spk in dict.fromkeys(speakers)}
     if png_path is not None:
         from ..eval.spectrogram import save_spectrograms
 
@@ -209,4 +232,17 @@ def format_table(results: dict) -> str:
     out = [f"{n} clip{'s' if n != 1 else ''}, {secs:.1f} s of audio; means per clip; "
            f"kbps from file bytes; RTF = (encode + decode time) / duration",
            line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    speakers = list(dict.fromkeys(c["speaker"] for c in results["clips"] if c.get("speaker")))
+    if speakers and "pesq_wb" in results["metrics"]:
+        out += ["", "PESQ-WB per speaker (mean over its clips)", *_per_speaker_table(results, speakers, "pesq_wb")]
     return "\n".join(out)
+
+
+def _per_speaker_table(results: dict, speakers: list[str], metric: str) -> list[str]:
+    systems = list(results["systems"])
+    rows = [["speaker", *systems]]
+    for spk in speakers:
+        vals = [results["systems"][name]["per_speaker"][spk][metric] for name in systems]
+        rows.append([spk, *("n/a" if v is None else f"{v:.2f}" for v in vals)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

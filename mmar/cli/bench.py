@@ -23,15 +23,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _bench_codec(args: argparse.Namespace) -> int:
     from ..atomic import write_json
-    from ..bench.codec import format_table, run_codec_bench
+    from ..bench.codec import find_clips, format_table, run_codec_bench
     from ..bench.codec_systems import mmar_systems
     from ..eval.baselines import default_baselines
 
-    clips = sorted(p for p in args.clips.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}) if args.clips.is_dir() else []
-    if not clips:
+    if args.per_speaker is not None and args.per_speaker < 1:
+        raise MmarError("--per-speaker must be at least 1")
+    found = find_clips(args.clips, args.per_speaker)
+    if not found:
         raise MmarError(f"no audio clips in {args.clips}")
+    clips, speakers = [c for c, _ in found], [s for _, s in found]
     ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint)
-    result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None, log=print)
+    result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None,
+                             log=print, speakers=speakers)
     result["mmar"] = {s.name: s.summary() for s in ours}
     print(format_table(result))
     print("\nmmar timing and coding (real-time factors per direction; LM rows: payload bits vs the model's cross-entropy and vs raw packing)")
@@ -45,7 +49,9 @@ def _bench_codec(args: argparse.Namespace) -> int:
 
 def _add_codec_parser(bsub) -> None:
     c = bsub.add_parser("codec", help="mmar codec vs Codec2 and Opus on the same clips (PESQ-WB, STOI, SI-SDR, RTF)")
-    c.add_argument("--clips", type=Path, required=True, help="folder of speech clips")
+    c.add_argument("--clips", type=Path, required=True,
+                   help="folder of speech clips: <speaker>/*.wav (e.g. data/prep/test) or flat <speaker>_<n>.wav")
+    c.add_argument("--per-speaker", type=int, metavar="N", help="the first N clips of each speaker (sorted)")
     c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     c.add_argument("--checkpoint", type=Path, default=None)
     c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")

@@ -324,16 +324,42 @@ class StreamingDecoder:
         return self._emit(self.acc, self.env.clamp_min(self.TAIL_FLOOR * full), self.acc.shape[-1])
 
 
+def _config(path: Path, config: dict, state: dict[str, torch.Tensor]) -> CodecConfig:
+    """config.json → a :class:`CodecConfig` whose every field is of its type and in range, and whose
+    model has exactly the weights' shapes (checked on the meta device: nothing is allocated), so a
+    damaged or hostile config cannot make the builder allocate without bound."""
+    fields = {k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}
+    for name, value in fields.items():
+        want = type(getattr(CodecConfig, name))
+        if isinstance(value, bool) or not isinstance(value, (int, float) if want is float else want) \
+                or not (0 < value <= 1_000_000 if want is int else 0 <= value <= 1):
+            raise MmarError(f"{path}: config field {name}={value!r:.40} is not a valid {want.__name__}")
+    cfg = CodecConfig(**fields)
+    if cfg.hop > cfg.n_fft or cfg.n_fft % cfg.hop or cfg.sample_rate % cfg.hop:
+        raise MmarError(f"{path}: config hop {cfg.hop} must divide n_fft {cfg.n_fft} and sample_rate {cfg.sample_rate}")
+    try:
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in inference_state(SpeechCodec(cfg)).items()}
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise MmarError(f"{path}: config.json does not describe a codec ({str(e).splitlines()[0][:80]})") from None
+    wrong = [k for k, shape in shapes.items() if k not in state or state[k].shape != shape]
+    if wrong or len(state) > len(shapes) + 64:
+        raise MmarError(f"{path}: weights do not match the config (e.g. {(wrong or sorted(set(state) - set(shapes)))[0]})")
+    return cfg
+
+
 @register_tokenizer("speech16k", aliases=("mmar",))
 def build_speech_codec(path: Path | None) -> LoadedTokenizer:
     """A speech-codec checkpoint directory (default: the shipped ``speech-codec-16k``) → the codec."""
     path = find_checkpoint("speech-codec-16k", path)
     state, config, digest = load_pretrained(path)
-    if config.get("kind") != "speech_codec":
-        raise MmarError(f"{path} holds a {config.get('kind')!r} checkpoint, not a speech codec")
-    model = SpeechCodec(CodecConfig(**{k: v for k, v in config.items() if k in CodecConfig.__dataclass_fields__}))
+    if not isinstance(config, dict) or config.get("kind") != "speech_codec":
+        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise MmarError(f"{path} holds a {kind!r:.40} checkpoint, not a speech codec")
+    model = SpeechCodec(_config(path, config, state))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k in inference_state(model)]  # training-only buffers may be absent
     if missing or unexpected:
         raise MmarError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return LoadedTokenizer(model.eval(), config.get("name", path.name), digest)
+    name = config.get("name", path.name)
+    return LoadedTokenizer(model.eval(), name if isinstance(name, str) else path.name, digest)
