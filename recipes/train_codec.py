@@ -11,7 +11,8 @@ Config knobs beyond the model: ``train.device`` ("auto": the GPU when there is o
 ``train.weight_ema`` (> 0: export an exponential moving average of the weights),
 ``train.freeze`` (e.g. ``["encoder", "quantizer"]``: train the decoder alone, so the codes and
 every model trained on them stay valid), ``optim.minutes`` (a wall-clock budget that the LR
-schedule follows, for fixed-time GPU runs); ``--init DIR`` starts from a checkpoint's weights.
+schedule follows, for fixed-time GPU runs), ``data.augment`` (the probability that a crop is
+augmented on the fly, :mod:`mmar.data.augment`); ``--init DIR`` starts from a checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors.torch import load_file
@@ -41,6 +43,21 @@ def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
     if focus and torch.rand((), generator=g) < 0.5:
         return focus[int(torch.randint(0, len(focus), (), generator=g))]
     return int(torch.randint(1, k + 1, (), generator=g))
+
+
+def augmented(audio: torch.Tensor, p: float, gen: torch.Generator, sample_rate: int) -> torch.Tensor:
+    """Each crop of audio [B, N] is, with probability ``p``, replaced by one random
+    :func:`mmar.data.augment.augment` of it (pitch/formant shift, band limit, room, noise, gain),
+    seeded from ``gen`` so that a resumed run draws the same augmentations."""
+    from mmar.data.augment import augment
+
+    seeds = torch.randint(0, 2**31 - 1, (audio.shape[0],), generator=gen).tolist()
+    picks = torch.rand(audio.shape[0], generator=gen).tolist()
+    x = audio.numpy().copy()
+    for i, (seed, u) in enumerate(zip(seeds, picks)):
+        if u < p:
+            x[i] = augment(x[i], np.random.default_rng(seed), sample_rate)
+    return torch.from_numpy(x)
 
 
 @torch.no_grad()
@@ -113,7 +130,10 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
             group["lr"] = lr
-        audio = dataset.batch(tc["batch_size"], gen).to(device)
+        audio = dataset.batch(tc["batch_size"], gen)
+        if dc.get("augment"):
+            audio = augmented(audio, dc["augment"], gen, mc.sample_rate)
+        audio = audio.to(device)
         levels = pick_levels(mc.levels, tc["level_focus"], gen)
         rec, q = model(audio, levels=levels, update="quantizer" not in frozen, generator=gen)
         recon = loss_fn(rec, audio)

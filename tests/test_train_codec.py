@@ -31,10 +31,11 @@ def data_dir(tmp_path_factory):
     return d
 
 
-def cfg(train=None, **optim):
+def cfg(train=None, data=None, **optim):
     c = json.loads(json.dumps(DEBUG))
     c["optim"].update(optim)
     c["train"].update(train or {})
+    c["data"].update(data or {})
     return c
 
 
@@ -55,13 +56,13 @@ def test_debug_run_loss_falls_and_exports(data_dir, tmp_path):
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
-    """With the weight EMA on: the EMA copy is part of the state and resumes exactly too."""
+    """With the weight EMA and on-the-fly augmentation on: both resume exactly too."""
     a, b = tmp_path / "a", tmp_path / "b"
-    ema = {"weight_ema": 0.9}
-    train_codec.train(cfg(ema), a, [str(data_dir)], progress=False)
-    train_codec.train(cfg(ema), b, [str(data_dir)], stop_after=4, progress=False)
+    ema, aug = {"weight_ema": 0.9}, {"augment": 0.7}
+    train_codec.train(cfg(ema, aug), a, [str(data_dir)], progress=False)
+    train_codec.train(cfg(ema, aug), b, [str(data_dir)], stop_after=4, progress=False)
     assert json.loads((b / "state.json").read_text())["step"] == 4
-    train_codec.train(cfg(ema), b, [str(data_dir)], progress=False)
+    train_codec.train(cfg(ema, aug), b, [str(data_dir)], progress=False)
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys()
     for k in sa:
