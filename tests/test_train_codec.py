@@ -99,3 +99,28 @@ def test_ddp_two_processes(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ddp/export/model.safetensors").exists()
     assert len(losses(tmp_path / "ddp")) == 3
+
+
+def test_ablation_harness_scores_each_variant_once(data_dir, tiny_codec_dir, tmp_path):
+    """recipes/ablate_codec.py: the reference (0 minutes) and a trained variant are scored by real
+    .mmc round trips on a validation split; a second call reruns nothing."""
+    import ablate_codec
+
+    valid = tmp_path / "valid" / "spk_a"
+    valid.mkdir(parents=True)
+    sf.write(valid / "u0.wav", speechlike(1.5, seed=42), 16000)
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(cfg(data={"train": [str(data_dir)]})))
+    conf = tmp_path / "ablation.json"
+    conf.write_text(json.dumps({"base": str(base), "valid": str(tmp_path / "valid"), "bitrates": [1.5], "minutes": 0.02,
+                                "variants": [{"name": "reference", "minutes": 0, "init": str(tiny_codec_dir)},
+                                             {"name": "scratch"}]}))
+    assert ablate_codec.main(["--config", str(conf), "--out", str(tmp_path / "out")]) == 0
+    r = json.loads((tmp_path / "out/ablation.json").read_text())
+    assert list(r) == ["reference", "scratch"]
+    for v in r.values():
+        s = v["scores"]["1.5"]
+        assert 1.0 <= s["pesq_wb"] <= 4.7 and 0 < s["kbps"] and set(s["per_speaker_pesq_wb"]) == {"spk_a"}
+    mtime = (tmp_path / "out/ablation.json").stat().st_mtime_ns
+    assert ablate_codec.main(["--config", str(conf), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out/ablation.json").stat().st_mtime_ns == mtime
