@@ -94,6 +94,7 @@ class LMEntry(NamedTuple):
 
 
 # Short ids. NEVER reuse or change an entry once files with it may exist: append new ones.
+# Codec ids stay below 128: bit 7 of the id byte says a gain byte follows.
 # Weights are the first 8 hex digits of the SHA-256 of the model.safetensors file.
 CODEC_IDS: dict[int, CodecEntry] = {
     1: CodecEntry("sc16k", "3e8eaeba", 16000, 50, 10),  # checkpoints/speech-codec-16k

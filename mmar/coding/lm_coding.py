@@ -21,7 +21,7 @@ thread (whatever the caller's thread count), and probabilities reach the coder a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -131,12 +131,15 @@ class RateDistortion:
 
 class LMEncoder(_CodedStream):
     """push(codes [L, t]) → finished chunk payloads; flush() ends the stream. With ``rdo``,
-    push the frames' unquantized latents [D, t] instead and the codes are chosen while coding."""
+    push the frames' unquantized latents [D, t] instead and the codes are chosen while coding;
+    ``on_frames`` sees the codes that were coded."""
 
-    def __init__(self, model: CausalTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None):
+    def __init__(self, model: CausalTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None,
+                 on_frames: Callable[[np.ndarray], None] | None = None):
         import constriction
 
         super().__init__(model, window)
+        self.on_frames = on_frames  # receives the codes [L, t] of every run of frames once fully coded
         self._family = constriction.stream.model.Categorical(perfect=False)
         self._new = constriction.stream.queue.RangeEncoder
         self.chunk_steps, self.rdo = chunk_steps, rdo
@@ -161,7 +164,10 @@ class LMEncoder(_CodedStream):
         if final:
             self.frames = self.pushed
         self.run((self.pattern.steps(self.pushed) if final else self.pattern.ready_steps(self.pushed)) - self.step)
-        done = self.take(self.complete()).shape[1]
+        coded = self.take(self.complete())
+        if self.on_frames is not None and coded.shape[1]:
+            self.on_frames(coded)
+        done = coded.shape[1]
         if self.rdo is not None:
             self.residual = self.residual[:, done:]
         out, self.out = self.out, []

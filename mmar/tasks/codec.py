@@ -52,9 +52,10 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     :class:`RateDistortion`); 0 sends the nearest codes, losslessly coded.
 
     The codec's output is quieter than its input (by ~4 dB on speech, ~10 dB on band-limited
-    input), so the payloads are decoded here once and the level difference is sent in the
-    header (extra ``"gain"``, 0.5 dB steps) for the decoder to restore. Payloads are small
-    (≤ 6 kbps), so they are held until the header is known; audio still streams.
+    input), so the codes sent are synthesised here once (no entropy decoding needed) and the
+    level difference goes into the header (extra ``"gain"``, 0.5 dB steps) for the decoder to
+    restore. Payloads and codes are small (≤ 6 kbps), so they are held until the header is
+    known; audio still streams.
     """
     tok = codec.model
     n = input_samples if input_rate == tok.sample_rate else math.ceil(input_samples * tok.sample_rate / input_rate)
@@ -72,20 +73,32 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
                     num_samples=n, levels=levels, bits=tok.codebook_bits, frame_rate=tok.frame_rate,
                     chunk_frames=CHUNK_FRAMES, mode="raw" if lm is None else "lm", extra=extra)
     energy = [0.0]  # sum of squares of the input at the codec's rate
+    coded: list[np.ndarray] = []  # the codes sent, [L, t] blocks, to measure the decoded level
     blocks = _finite(blocks, input_rate)
     if lm is None:
-        payloads = _raw_payloads(_codes_blocks(codec, blocks, input_rate, n, levels, energy), levels, tok.codebook_bits)
+        code_blocks = _codes_blocks(codec, blocks, input_rate, n, levels, energy)
+        payloads = _raw_payloads(_kept(code_blocks, coded), levels, tok.codebook_bits)
     elif not rdo:
-        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels, energy), lm)
+        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, levels, energy), lm, None, coded.append)
     else:
         rdo_choice = RateDistortion(tok.codebooks()[:levels], rdo)
-        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0, energy), lm, rdo_choice)
+        payloads = _lm_payloads(_codes_blocks(codec, blocks, input_rate, n, 0, energy), lm, rdo_choice, coded.append)
     payloads = list(payloads)
-    decoded = sum(float(np.square(y, dtype=np.float64).sum()) for y in _audio16k(codec, header, payloads, lm))
-    gain = _gain_db(energy[0], decoded, n)
+    decoded, peak = 0.0, 0.0
+    for y in _synthesise(codec, header, coded, lm):
+        decoded += float(np.square(y, dtype=np.float64).sum())
+        peak = max(peak, float(np.abs(y).max(initial=0.0)))
+    gain = _gain_db(energy[0], decoded, n, peak)
     if gain:
         header.extra["gain"] = gain
     return header, payloads
+
+
+def _kept(blocks: Iterable[np.ndarray], sink: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The blocks, each also appended to ``sink``."""
+    for b in blocks:
+        sink.append(b)
+        yield b
 
 
 def _finite(blocks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
@@ -99,14 +112,15 @@ def _finite(blocks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
         yield b
 
 
-def _gain_db(energy_in: float, energy_out: float, n: int) -> float:
+def _gain_db(energy_in: float, energy_out: float, n: int, peak: float) -> float:
     """The decoder gain (dB, a multiple of 0.5 within ±MAX_GAIN_DB) that brings the decoded level
-    to the input's; 0 for silence (below -80 dBFS on either side, the ratio means nothing)."""
+    to the input's without lifting the decoded ``peak`` into clipping; 0 for silence (below
+    -80 dBFS on either side, the ratio means nothing)."""
     floor = 1e-8 * max(n, 1)
     if energy_in < floor or energy_out < floor:
         return 0.0
-    db = 10 * math.log10(energy_in / energy_out)
-    return max(-MAX_GAIN_DB, min(MAX_GAIN_DB, round(2 * db) / 2)) + 0.0  # + 0.0: no -0.0
+    db = min(round(20 * math.log10(energy_in / energy_out)) / 2, math.floor(-40 * math.log10(max(peak, 1e-9))) / 2)
+    return max(-MAX_GAIN_DB, min(MAX_GAIN_DB, db)) + 0.0  # + 0.0: no -0.0
 
 
 def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, n: int, levels: int,
@@ -124,8 +138,9 @@ def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     yield enc.flush()[0].numpy()
 
 
-def _lm_payloads(blocks: Iterable[np.ndarray], lm: LoadedLM, rdo: RateDistortion | None = None) -> Iterator[bytes]:
-    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window, rdo)
+def _lm_payloads(blocks: Iterable[np.ndarray], lm: LoadedLM, rdo: RateDistortion | None = None,
+                 on_frames=None) -> Iterator[bytes]:
+    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window, rdo, on_frames)
     for block in blocks:
         yield from enc.push(block)
     yield from enc.flush()
@@ -165,14 +180,20 @@ def decode_stream(codec: LoadedCodec, header: Header, payloads: Iterable[bytes],
 def _audio16k(codec: LoadedCodec, header: Header, payloads: Iterable[bytes], lm: LoadedLM | None = None,
               fine: bool = True, stats: dict | None = None) -> Iterator[np.ndarray]:
     """Header + payloads → the codec's own output: float32 blocks at its rate, ``num_samples`` in all."""
-    tok = codec.model
-    frames_total = math.ceil(header.num_samples / tok.hop)
-    gen = None
+    frames_total = math.ceil(header.num_samples / codec.model.hop)
     if header.mode == "lm":
         blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
-        gen = FineGenerator(lm, tok.codebooks()) if fine else None
     else:
-        blocks = _raw_blocks(header, payloads, frames_total, tok.codebook_size)
+        blocks = _raw_blocks(header, payloads, frames_total, codec.model.codebook_size)
+    return _synthesise(codec, header, blocks, lm, fine)
+
+
+def _synthesise(codec: LoadedCodec, header: Header, blocks: Iterable[np.ndarray], lm: LoadedLM | None = None,
+                fine: bool = True) -> Iterator[np.ndarray]:
+    """Code blocks [levels, t] → the codec's own output (LM files: plus the fine levels the LM
+    predicts, unless ``fine`` is False): float32 blocks at its rate, ``num_samples`` in all."""
+    tok = codec.model
+    gen = FineGenerator(lm, tok.codebooks()) if header.mode == "lm" and fine else None
     dec, emitted = tok.stream_decoder(), 0
     for codes in blocks:
         y = dec.push_latents(gen.push(codes)) if gen else dec.push(torch.from_numpy(codes)[None])
