@@ -229,15 +229,23 @@ def test_non_finite_input_samples(run, tmp_path):
 
 
 def test_sigterm_leaves_no_temp_file(tiny_codec_dir, tmp_path):
-    src = tmp_path / "long.wav"
-    sf.write(src, np.tile(speechlike(10.0), 60), 16000)  # 10 min: still encoding when signalled
-    code = ("import sys; from mmar.cli import main; sys.exit(main(sys.argv[1:]))")
+    """A decode (which writes its output progressively) killed by SIGTERM or SIGHUP while its
+    temp file exists exits 128 + signal, without a traceback, and leaves no file behind."""
+    src, mmc = tmp_path / "long.wav", tmp_path / "long.mmc"
+    sf.write(src, np.tile(speechlike(10.0), 60), 16000)  # 10 min
+    from mmar.cli import main
+
+    assert main(["codec", "encode", str(src), "-o", str(mmc), "-q", "--checkpoint", str(tiny_codec_dir)]) == 0
+    code = "import sys; from mmar.cli import main; sys.exit(main(sys.argv[1:]))"
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        out = tmp_path / f"o{sig}.mmc"
-        p = subprocess.Popen([sys.executable, "-c", code, "codec", "encode", str(src), "-o", str(out), "-q",
+        out = tmp_path / f"o{int(sig)}.wav"
+        p = subprocess.Popen([sys.executable, "-c", code, "codec", "decode", str(mmc), "-o", str(out), "-q",
                               "--checkpoint", str(tiny_codec_dir)], stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(f"*o{int(sig)}.wav*tmp*")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert p.poll() is None, "the decode ended before its temp file was seen"
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 128 + sig and "Traceback" not in err, (p.returncode, err)
-        assert not out.exists() and not list(tmp_path.glob(".o*"))
+        assert not out.exists() and not [f for f in tmp_path.iterdir() if f"o{int(sig)}" in f.name]
