@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
-APT     := ffmpeg sox espeak-ng flite codec2 opus-tools fortunes asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 fillets-ng-data-nl
+APT     := ffmpeg sox espeak-ng flite festival festvox-kallpc16k codec2 opus-tools fortunes alsa-utils asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle asterisk-prompt-es-co fillets-ng-data-nl fillets-ng-data-cs
 OUT     ?= runs/demo
 
 .PHONY: demo test setup system-deps data bench clean
@@ -37,12 +37,14 @@ test: system-deps setup
 	$(BIN)/python -m pytest
 
 data: system-deps setup
-	$(BIN)/python -m mmar.data.packaged_speech --out data/prep
+	$(BIN)/python -m mmar.data.packaged_speech --out data/prep --cache data/cache
+	$(BIN)/python -m mmar.data.pack --corpus data/prep --out data/gpu --max-mib 24 --kbps 16
 	$(BIN)/python -m mmar.data.clips --out data/bench_clips data/prep/valid/ru_RU_f_IvrvoiceRU data/prep/valid/it_IT_m_Carlo
 
 bench: data
 	$(BIN)/mmar bench generate --frames 1000 --codebooks 4 --json runs/bench_generate.json
 	$(BIN)/mmar bench codec --clips data/bench_clips --json runs/bench_codec.json --png runs/bench_codec.png
+	$(BIN)/mmar bench codec --clips data/prep/test --per-speaker 8 --json runs/bench_codec_test.json --png runs/bench_codec_test.png
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache

@@ -14,7 +14,7 @@ import torch
 from ..audio import read_mono
 from ..errors import MmarError
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 
 
 def audio_files(root: Path) -> list[Path]:

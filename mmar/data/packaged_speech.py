@@ -1,89 +1,128 @@
-"""Real speech that Debian packages ship, laid out as a training corpus.
+"""Speech corpus v2: real speech that Debian (and one PyPI sdist) ship, plus a minority of
+synthetic voices and pitch/formant-shifted copies of real speakers.
 
-    python -m mmar.data.packaged_speech --out data/prep [--synth-minutes 10]
+    python -m mmar.data.packaged_speech --out data/prep [--synth-minutes 30] [--augment-minutes 40] [--limit N] [--offline]
 
-Writes 16 kHz mono wav files to ``<out>/{train,valid}/<speaker>/`` (idempotent; files are
-written atomically, and a finished corpus is marked with ``<out>/DONE``):
+Writes 16 kHz mono PCM16 wav files, one utterance each, to ``<out>/{train,valid,test}/<speaker>/``,
+then ``<out>/manifest.json`` (per speaker: split, minutes, utterances, sex and how it was decided,
+median F0, language, real/synthetic/augmented, band limit, source package, licence) and prints the
+make-up table. Same packages + same options → the same bytes (sorted file lists, seeded RNGs,
+deterministic decoders); files are written atomically; a finished build is marked ``<out>/DONE``
+(holding the options) and a rerun with the same options only re-reads it.
 
-- train: Asterisk core prompts en (Allison), fr (June), es (Allison), decoded from G.722 (a
-  genuine 16 kHz wideband codec at 64 kb/s); the Dutch voice pack of fillets-ng (acted dialogue,
-  several actors, 22.05 kHz Ogg resampled); optionally synthetic speech (espeak-ng, flite);
-- valid: speakers never in train: Asterisk ru (female, IvrvoiceRU) and it (male, Carlo).
+Sources and splits: :mod:`mmar.data.speech_sources`. Speakers never cross splits (by person).
+Silent (RMS < 1e-3) and < 0.3 s files are dropped everywhere; test keeps 1–10 s utterances only.
 
-Licences: Asterisk sounds CC-BY-SA-3.0 (ru: CC-BY-3.0); fillets-ng data GPL-2+. The audio
-is not committed; this module rebuilds it from the packages (``APT_PACKAGES``).
+- synthetic (train only): flite kal16/awb/rms/slt (F0 mean ×0.8–1.25, duration ×0.85–1.2),
+  espeak-ng (accents × m/f variants, pitch 20–80, rate 130–200), festival kal_diphone when
+  installed; capped at 20 % of the train minutes;
+- augmented (train only): pitch+formant shifted copies (:func:`mmar.data.augment.pitch_shift`)
+  of real wideband train speakers: female voices down 4–7 semitones, male voices up 3–6.
+  Gain, band limits, noise and reverb are left to :func:`mmar.data.augment.augment`, on the fly.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..audio import read_mono
+from ..atomic import atomic_write, write_json
 from ..errors import MmarError
+from .augment import median_f0, pitch_shift
+from .speech_sources import (ALSA, FILLETS, RATE, SOUNDS, Source, all_sources, decode, fetch_sdist, source_files,
+                             wav_bytes)
 
-APT_PACKAGES = ["ffmpeg", "espeak-ng", "flite", "fortunes",
+__all__ = ["APT_PACKAGES", "SOUNDS", "FILLETS", "build", "main", "sentences"]
+
+APT_PACKAGES = ["ffmpeg", "sox", "espeak-ng", "flite", "festival", "festvox-kallpc16k", "fortunes", "alsa-utils",
                 "asterisk-core-sounds-en-g722", "asterisk-core-sounds-fr-g722", "asterisk-core-sounds-es-g722",
-                "asterisk-core-sounds-ru-g722", "asterisk-core-sounds-it-g722", "fillets-ng-data-nl"]
-SOUNDS = Path("/usr/share/asterisk/sounds")
-ASTERISK = {"train": ["en_US_f_Allison", "fr_CA_f_June", "es_MX_f_Allison"], "valid": ["ru_RU_f_IvrvoiceRU", "it_IT_m_Carlo"]}
-FILLETS = Path("/usr/share/games/fillets-ng/sound")
+                "asterisk-core-sounds-ru-g722", "asterisk-core-sounds-it-g722", "asterisk-prompt-it-menardi-wav",
+                "asterisk-prompt-fr-armelle", "asterisk-prompt-es-co", "fillets-ng-data-nl", "fillets-ng-data-cs"]
+VERSION = "corpus-v2"
+SYNTH_SHARE = 0.20  # synthetic minutes ≤ this share of all train minutes
+AUGMENT = {  # source speaker → semitone range of its shifted copy
+    "en_US_f_Allison": (-7.0, -4.0), "fr_CA_f_June": (-7.0, -4.0), "fillets_nl_m": (-7.0, -4.0), "fillets_cs_m": (-8.0, -5.0),
+    "fillets_nl_v": (3.0, 6.0), "fillets_cs_v": (3.0, 6.0),
+}
 
 
-def _need(tool: str, package: str) -> None:
-    if shutil.which(tool) is None:
-        raise MmarError(f"{tool} not found: apt-get install {package}")
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def _write(path: Path, audio: np.ndarray, sr: int) -> None:
+def _write(path: Path, x: np.ndarray) -> None:
+    data = wav_bytes(x)
+    atomic_write(path, lambda p: p.write_bytes(data), tmp_suffix=".wav")
+
+
+def _keep(x: np.ndarray, split: str) -> bool:
+    dur = len(x) / RATE
+    if dur < 0.3 or float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) < 1e-3:
+        return False
+    return split != "test" or 1.0 <= dur <= 10.0
+
+
+def _out_name(src: Source, f: Path) -> str:
+    rel = f.relative_to(src.root) if f.is_relative_to(src.root) else Path(f.name)
+    return str(rel.with_suffix("")).replace("/", "_") + ".wav"
+
+
+def real_speech(out: Path, sources: list[Source], limit: int | None) -> None:
+    """Decode every source into ``out/<split>/<name>/`` (2 threads; existing files are kept)."""
+    jobs = []
+    for src in sources:
+        files = source_files(src)[:limit]
+        if not files:
+            raise MmarError(f"no audio for {src.name} under {src.root}: apt-get install {src.package}")
+        jobs += [(src, f, out / src.split / src.name / _out_name(src, f)) for f in files]
+
+    def run(job: tuple[Source, Path, Path]) -> None:
+        src, f, dst = job
+        if dst.exists():
+            return
+        x = decode(src, f)
+        if _keep(x, src.split):
+            _write(dst, x)
+
+    with ThreadPoolExecutor(2) as ex:
+        list(ex.map(run, jobs))
+
+
+def augmented(out: Path, minutes: float, limit: int | None, seed: int = 0) -> list[str]:
+    """Pitch/formant-shifted copies of real train speakers → ``out/train/aug_<src>/``; ``minutes``
+    are shared equally among the sources in :data:`AUGMENT`."""
     import soundfile as sf
 
-    atomic_write(path, lambda p: sf.write(p, audio, sr, subtype="PCM_16"), tmp_suffix=".wav")
-
-
-def decode_g722(src: Path, dst: Path) -> None:
-    """Decode an Asterisk G.722 prompt to a 16 kHz mono wav file (atomically)."""
-    atomic_write(dst, lambda p: subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "g722", "-i", str(src),
-                                                "-ar", "16000", "-ac", "1", str(p)], check=True), tmp_suffix=".wav")
-
-
-def asterisk(out: Path, limit: int | None = None) -> int:
-    """Decode the Asterisk prompt sets into ``out/<split>/<speaker>/``; returns the file count."""
-    _need("ffmpeg", "ffmpeg")
-    jobs = []
-    for split, speakers in ASTERISK.items():
-        for spk in speakers:
-            root = SOUNDS / spk
-            if not root.is_dir():
-                raise MmarError(f"{root} missing: apt-get install {' '.join(p for p in APT_PACKAGES if 'asterisk' in p)}")
-            files = sorted(root.rglob("*.g722"))[:limit]
-            (out / split / spk).mkdir(parents=True, exist_ok=True)
-            jobs += [(f, out / split / spk / (str(f.relative_to(root)).replace("/", "_")[:-5] + ".wav")) for f in files]
-    jobs = [(s, d) for s, d in jobs if not d.exists()]
-    with ThreadPoolExecutor(2) as ex:
-        list(ex.map(lambda j: decode_g722(*j), jobs))
-    return len(jobs)
-
-
-def fillets(out: Path, limit: int | None = None) -> int:
-    """The Dutch fillets-ng voices, downmixed and resampled to 16 kHz, into ``out/train/fillets_nl``."""
-    files = sorted(FILLETS.rglob("nl/*.ogg"))[:limit]
-    if not files:
-        raise MmarError(f"no Dutch voices under {FILLETS}: apt-get install fillets-ng-data-nl")
-    d = out / "train" / "fillets_nl"
-    d.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        dst = d / f"{f.parent.parent.name}_{f.stem}.wav"
-        if not dst.exists():
-            _write(dst, read_mono(f, 16000)[0], 16000)
-    return len(files)
+    names = []
+    for name, (lo, hi) in AUGMENT.items():
+        srcdir = out / "train" / name
+        files = sorted(srcdir.glob("*.wav"))
+        if not files:
+            continue
+        rng = _rng(seed, "aug/" + name)
+        order = rng.permutation(len(files))[:limit]
+        dst_dir = out / "train" / f"aug_{name}"
+        total, quota = 0.0, minutes * 60 / len(AUGMENT)
+        for i in order:
+            if total >= quota:
+                break
+            semis = float(rng.uniform(lo, hi))
+            dst = dst_dir / f"{files[i].stem}_{'m' if semis < 0 else 'p'}{abs(semis):.2f}st.wav"
+            x, _ = sf.read(str(files[i]), dtype="float32")
+            total += len(x) / RATE
+            if not dst.exists():
+                _write(dst, pitch_shift(x, semis, RATE))
+        names.append(dst_dir.name)
+    return names
 
 
 def sentences(limit: int = 5000) -> list[str]:
@@ -101,58 +140,197 @@ def sentences(limit: int = 5000) -> list[str]:
     return out[:limit]
 
 
-def synthetic(out: Path, minutes: float, seed: int = 0) -> int:
-    """espeak-ng and flite voices with random pitch and rate reading fortunes → ``out/train/synth``."""
-    _need("espeak-ng", "espeak-ng")
-    _need("flite", "flite")
-    texts, rng = sentences(), np.random.default_rng(seed)
-    d = out / "train" / "synth"
-    d.mkdir(parents=True, exist_ok=True)
-    total, i = 0.0, 0
-    while total < minutes * 60:
-        text, wav = texts[int(rng.integers(len(texts)))], d / f"synth_{i:05d}.wav"
-        if rng.random() < 0.5:
-            voice = f"{rng.choice(['en-us', 'en', 'en-scotland', 'en-gb-x-rp'])}+{rng.choice(['m1', 'm3', 'f2', 'f4', 'klatt2'])}"
-            cmd = ["espeak-ng", "-v", voice, "-p", str(int(rng.integers(20, 80))), "-s", str(int(rng.integers(130, 200))), "-w", str(wav), text]
-        else:
-            cmd = ["flite", "-voice", str(rng.choice(["kal16", "awb", "rms", "slt"])), "--setf",
-                   f"duration_stretch={rng.uniform(0.85, 1.2):.2f}", "-t", text, "-o", str(wav)]
-        subprocess.run(cmd, check=True, capture_output=True)
-        x, _ = read_mono(wav, 16000)
-        _write(wav, x, 16000)
-        total += len(x) / 16000
-        i += 1
-    return i
+FLITE_F0 = {"kal16": 95.0, "awb": 130.0, "rms": 105.0, "slt": 170.0}
 
 
-def build(out: Path, synth_minutes: float = 0.0, limit: int | None = None) -> dict[str, float]:
-    """Build the corpus → minutes of audio per ``split/speaker`` folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "DONE").exists():
-        asterisk(out, limit)
-        fillets(out, limit)
-        if synth_minutes > 0:
-            synthetic(out, synth_minutes)
-        (out / "DONE").write_text("complete\n")
+def _synth_cmd(voice: str, text: str, wav: Path, rng: np.random.Generator) -> list[str]:
+    engine, v = voice.split("_", 1)
+    if engine == "flite":
+        return ["flite", "-voice", v, "--setf", f"int_f0_target_mean={FLITE_F0[v] * rng.uniform(0.8, 1.25):.1f}",
+                "--setf", f"duration_stretch={rng.uniform(0.85, 1.2):.2f}", "-t", text, "-o", str(wav)]
+    if engine == "espeak":
+        accent = str(rng.choice(["en-us", "en", "en-scotland", "en-gb-x-rp", "en-029"]))
+        variant = str(rng.choice(["m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5", "klatt2"]))
+        return ["espeak-ng", "-v", f"{accent}+{variant}", "-p", str(int(rng.integers(20, 80))), "-s", str(int(rng.integers(130, 200))),
+                "-w", str(wav), text]
+    txt = wav.with_suffix(".txt")
+    txt.write_text(text + "\n")
+    return ["text2wave", "-eval", "(voice_kal_diphone)", str(txt), "-o", str(wav)]
+
+
+def synth_voices() -> list[str]:
+    voices = []
+    if shutil.which("flite"):
+        voices += [f"flite_{v}" for v in FLITE_F0]
+    if shutil.which("espeak-ng"):
+        voices.append("espeak_variants")
+    if shutil.which("text2wave") and Path("/usr/share/festival/voices/english/kal_diphone").is_dir():
+        voices.append("festival_kal")
+    return voices
+
+
+def synthetic(out: Path, minutes: float, seed: int = 0) -> list[str]:
+    """English fortunes read by every voice of :func:`synth_voices` (equal minutes each) →
+    ``out/train/synth_<voice>/``."""
+    from ..audio import read_mono
+
+    voices = synth_voices()
+    if not voices:
+        raise MmarError("no synthesiser: apt-get install flite espeak-ng")
+    texts = sentences()
+    for voice in voices:
+        rng, d = _rng(seed, "synth/" + voice), out / "train" / f"synth_{voice}"
+        total, i, failures = 0.0, 0, 0
+        with tempfile.TemporaryDirectory() as tmp:
+            while total < minutes * 60 / len(voices):
+                text, dst = texts[int(rng.integers(len(texts)))], d / f"{voice}_{i:05d}.wav"
+                cmd = _synth_cmd(voice, text, Path(tmp) / "x.wav", rng)  # draws the RNG even when dst exists
+                if dst.exists():
+                    import soundfile as sf
+
+                    total += sf.info(str(dst)).frames / RATE
+                else:
+                    if subprocess.run(cmd, capture_output=True).returncode:  # festival crashes on a few texts: skip them
+                        failures += 1
+                        if failures > 20:
+                            raise MmarError(f"{voice}: synthesis keeps failing ({' '.join(cmd[:3])} ...)")
+                        i += 1
+                        continue
+                    x = read_mono(Path(tmp) / "x.wav", RATE)[0]
+                    _write(dst, x)
+                    total += len(x) / RATE
+                i += 1
+    return [f"synth_{v}" for v in voices]
+
+
+def _minutes(d: Path) -> tuple[float, int]:
     import soundfile as sf
 
-    return {f"{d.parent.name}/{d.name}": round(sum(sf.info(str(f)).duration for f in d.glob("*.wav")) / 60, 1)
-            for d in sorted(out.glob("*/*")) if d.is_dir()}
+    files = sorted(d.glob("*.wav"))
+    return sum(sf.info(str(f)).frames for f in files) / RATE / 60, len(files)
+
+
+def _f0(d: Path, n: int = 24) -> float:
+    import soundfile as sf
+
+    files = sorted(d.glob("*.wav"))
+    picks = [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).astype(int)] if files else []
+    values = [median_f0(sf.read(str(f), dtype="float32")[0]) for f in picks]
+    values = [v for v in values if v == v]
+    return round(float(np.median(values)), 1) if values else float("nan")
+
+
+def manifest(out: Path, sources: list[Source], options: dict) -> dict:
+    meta = {s.name: s for s in sources}
+    speakers = {}
+    for d in sorted(p for p in out.glob("*/*") if p.is_dir()):
+        split, name = d.parent.name, d.name
+        minutes, n = _minutes(d)
+        if not n:
+            continue
+        f0 = _f0(d)
+        if name in meta:
+            s = meta[name]
+            e = dict(split=split, person=s.person, kind="real", language=s.language, sex=s.sex, sex_by=s.sex_by,
+                     package=s.package, licence=s.licence, source_rate=s.source_rate, band_limited=s.band_limited, note=s.note)
+        elif name.startswith("aug_"):
+            s = meta[name[4:]]
+            lo, hi = AUGMENT[name[4:]]
+            sex = "male" if _f0(d) < 160 else "female"  # by the shifted voice's median F0
+            e = dict(split=split, person=s.person, kind="augmented", language=s.language, sex=sex,
+                     sex_by=f"median F0 after a {lo:+g}..{hi:+g} st pitch/formant shift of a {s.sex} voice (< 160 Hz: male)", package=s.package,
+                     licence=s.licence, source_rate=s.source_rate, band_limited=s.band_limited, note=f"mmar.data.augment.pitch_shift of {s.name}")
+        else:
+            voice = name[len("synth_"):]
+            sex = {"flite_slt": "female", "espeak_variants": "mixed"}.get(voice, "male")
+            e = dict(split=split, person=name, kind="synthetic", language="en", sex=sex,
+                     sex_by="voice documentation (espeak: random m/f variants)", package={"flite": "flite", "espeak": "espeak-ng", "festival": "festival festvox-kallpc16k"}[voice.split("_")[0]],
+                     licence={"flite": "BSD-like (CMU)", "espeak": "GPL-3+", "festival": "BSD-like (CMU/Edinburgh)"}[voice.split("_")[0]],
+                     source_rate=RATE, band_limited=False, note="fortunes sentences, seeded pitch/rate variation")
+        e.update(minutes=round(minutes, 3), utterances=n, median_f0_hz=f0)
+        speakers[name] = e
+    persons: dict[str, set] = {}
+    for e in speakers.values():
+        persons.setdefault(e["person"], set()).add(e["split"])
+    crossing = {p: s for p, s in persons.items() if len(s) > 1}
+    if crossing:
+        raise MmarError(f"speakers in several splits: {crossing}")
+    totals = {}
+    for e in speakers.values():
+        t = totals.setdefault(e["split"], {"minutes": 0.0, "real": 0.0, "synthetic": 0.0, "augmented": 0.0, "speakers": 0})
+        t["minutes"] = round(t["minutes"] + e["minutes"], 3)
+        t[e["kind"]] = round(t[e["kind"]] + e["minutes"], 3)
+        t["speakers"] += 1
+    return {"version": VERSION, "sample_rate": RATE, "options": options, "totals": totals, "speakers": speakers}
+
+
+def table(m: dict) -> str:
+    rows = [f"{'split':<6}{'speaker':<24}{'min':>7}{'utts':>6}  {'sex':<7}{'F0':>6}  {'lang':<5}{'kind':<10}{'band':<5}"]
+    for split in ("train", "valid", "test"):
+        for name, e in m["speakers"].items():
+            if e["split"] == split:
+                rows.append(f"{split:<6}{name:<24}{e['minutes']:>7.1f}{e['utterances']:>6}  {e['sex']:<7}{e['median_f0_hz']:>6.0f}  "
+                            f"{e['language']:<5}{e['kind']:<10}{'8k' if e['band_limited'] else 'wb':<5}")
+        t = m["totals"].get(split)
+        if t:
+            rows.append(f"{split:<6}{'TOTAL':<24}{t['minutes']:>7.1f}  real {t['real']:.1f}, synthetic {t['synthetic']:.1f}, "
+                        f"augmented {t['augmented']:.1f} min; {t['speakers']} folders")
+    return "\n".join(rows)
+
+
+def build(out: Path, synth_minutes: float = 30.0, limit: int | None = None, augment_minutes: float = 40.0,
+          cache: Path | None = None, allow_network: bool = False, seed: int = 0) -> dict:
+    """Build (or re-read) the corpus → the manifest dict (also written to ``out/manifest.json``)."""
+    out = Path(out)
+    cache = Path(cache) if cache is not None else out.parent / "cache"
+    options = dict(synth_minutes=synth_minutes, augment_minutes=augment_minutes, limit=limit, seed=seed)
+    done = out / "DONE"
+    if done.exists():
+        if json.loads(done.read_text()) != options:
+            raise MmarError(f"{out} was built with other options ({done.read_text().strip()}); remove it or choose another --out")
+        return json.loads((out / "manifest.json").read_text())
+    if shutil.which("ffmpeg") is None:
+        raise MmarError("ffmpeg not found: apt-get install ffmpeg")
+    out.mkdir(parents=True, exist_ok=True)
+    have_ps = fetch_sdist(cache, allow_network)
+    sources = [s for s in all_sources(cache) if s.root.is_dir() or s.root == ALSA]
+    if not have_ps:
+        print("warning: no pocketsphinx sdist in the cache: no real English male speech in test (use network access once)", file=sys.stderr)
+    missing = [s for s in all_sources(cache) if not s.root.is_dir()]
+    for s in missing:
+        if "pocketsphinx" not in s.package:
+            raise MmarError(f"{s.root} missing: apt-get install {s.package}")
+    real_speech(out, sources, limit)
+    if augment_minutes > 0:
+        augmented(out, augment_minutes, limit, seed)
+    if synth_minutes > 0:
+        train_min = sum(_minutes(d)[0] for d in (out / "train").iterdir() if d.is_dir() and not d.name.startswith("synth_"))
+        cap = SYNTH_SHARE / (1 - SYNTH_SHARE) * train_min
+        if synth_minutes > cap:
+            print(f"synthetic speech capped at {cap:.1f} min (20 % of train)", file=sys.stderr)
+        synthetic(out, min(synth_minutes, cap), seed)
+    m = manifest(out, sources, options)
+    write_json(m, out / "manifest.json")
+    atomic_write(done, lambda p: p.write_text(json.dumps(options) + "\n"))
+    return m
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Build the speech corpus from Debian packages.")
+    ap = argparse.ArgumentParser(description="Build speech corpus v2 (train/valid/test) from Debian packages.")
     ap.add_argument("--out", type=Path, default=Path("data/prep"))
-    ap.add_argument("--synth-minutes", type=float, default=0.0)
+    ap.add_argument("--synth-minutes", type=float, default=30.0, help="synthetic speech (capped at 20%% of train)")
+    ap.add_argument("--augment-minutes", type=float, default=40.0, help="pitch/formant-shifted copies of real speakers")
     ap.add_argument("--limit", type=int, help="at most this many files per source (for tests)")
+    ap.add_argument("--cache", type=Path, help="where the pocketsphinx sdist is kept (default: <out>/../cache)")
+    ap.add_argument("--offline", action="store_true", help="never fetch the pocketsphinx sdist from PyPI")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        minutes = build(args.out, args.synth_minutes, args.limit)
+        m = build(args.out, args.synth_minutes, args.limit, args.augment_minutes, args.cache, not args.offline, args.seed)
     except MmarError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for name, m in minutes.items():
-        print(f"{name:<32}{m:>8.1f} min")
+    print(table(m))
     return 0
 
 
