@@ -3,11 +3,13 @@
     python recipes/ablate_codec.py --config recipes/configs/codec_ablation.json --out runs/ablate
 
 Each variant of the config's ``variants`` list is the base recipe (``base``, a train_codec
-config path) with its overrides merged in, trained for ``minutes`` of wall time (optionally
-from a checkpoint: ``init``), exported, and scored by real ``.mmc`` round trips of the
-validation utterances (``valid``: a corpus split, <speaker>/*.wav; ``per_speaker`` files each)
-at each bitrate: PESQ-WB, STOI, kbps from file bytes. A variant with ``"minutes": 0`` and an
-``init`` scores that checkpoint as it is (the reference). Prints a table, writes
+config path) with its overrides merged in, trained for ``steps`` steps (the same for every
+variant: fair on a shared machine; the seconds per step are recorded, to compare per CPU-minute)
+or, with ``minutes``, for that much wall time — optionally from a checkpoint (``init``) —
+exported, and scored by real ``.mmc`` round trips of the validation utterances (``valid``: a
+corpus split, <speaker>/*.wav; ``per_speaker`` files each) at each bitrate: PESQ-WB, STOI, kbps
+from file bytes. A variant with ``"steps": 0`` and an ``init`` scores that checkpoint as it is
+(the reference). Prints a table, writes
 ``<out>/ablation.json``; finished variants are not rerun. Only validation data is used: the
 test split stays untouched for the final benchmark.
 """
@@ -18,6 +20,7 @@ import argparse
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         if name in results or (args.only and name not in args.only):
             continue
         init = Path(v["init"]) if v.get("init") else None
-        if v.get("minutes", cfg["minutes"]) == 0:
+        steps, minutes = v.get("steps", cfg.get("steps")), v.get("minutes", cfg.get("minutes"))
+        entry = {"about": v.get("about", ""), "steps": steps}
+        if steps == 0:
             ckpt = init
         else:
             run = merge(base, v.get("config", {}))
-            run["optim"]["minutes"] = v.get("minutes", cfg["minutes"])
+            run["optim"]["steps"] = steps or run["optim"]["steps"]
+            if minutes:
+                run["optim"]["minutes"] = minutes
+            t0 = time.monotonic()
             train_codec.train(run, args.out / name, run["data"]["train"], progress=False, init=init)
+            entry["seconds_per_step"] = round((time.monotonic() - t0) / run["optim"]["steps"], 3)
             ckpt = args.out / name / "export"
-        results[name] = {"about": v.get("about", ""), "scores": score(ckpt, clips, cfg["bitrates"])}
+        results[name] = {**entry, "scores": score(ckpt, clips, cfg["bitrates"])}
         write_json(results, result_path)
         print(name, json.dumps(results[name]["scores"]), flush=True)
     print(format_table(results, cfg["bitrates"]))
@@ -91,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(results: dict, bitrates: list[float]) -> str:
-    head = "| variant | " + " | ".join(f"PESQ-WB @{b} | STOI @{b} | kbps @{b}" for b in bitrates) + " |"
-    lines = [head, "|---|" + "---:|" * (3 * len(bitrates))]
+    head = "| variant | steps | s/step | " + " | ".join(f"PESQ-WB @{b} | STOI @{b} | kbps @{b}" for b in bitrates) + " |"
+    lines = [head, "|---|---:|---:|" + "---:|" * (3 * len(bitrates))]
     for name, r in results.items():
         cells = [f"{r['scores'][str(b)]['pesq_wb']:.3f} | {r['scores'][str(b)]['stoi']:.3f} | {r['scores'][str(b)]['kbps']:.2f}"
                  for b in bitrates]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {r.get('steps') or 0} | {r.get('seconds_per_step', '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -112,8 +112,8 @@ def test_ablation_harness_scores_each_variant_once(data_dir, tiny_codec_dir, tmp
     base = tmp_path / "base.json"
     base.write_text(json.dumps(cfg(data={"train": [str(data_dir)]})))
     conf = tmp_path / "ablation.json"
-    conf.write_text(json.dumps({"base": str(base), "valid": str(tmp_path / "valid"), "bitrates": [1.5], "minutes": 0.02,
-                                "variants": [{"name": "reference", "minutes": 0, "init": str(tiny_codec_dir)},
+    conf.write_text(json.dumps({"base": str(base), "valid": str(tmp_path / "valid"), "bitrates": [1.5], "steps": 3,
+                                "variants": [{"name": "reference", "steps": 0, "init": str(tiny_codec_dir)},
                                              {"name": "scratch"}]}))
     assert ablate_codec.main(["--config", str(conf), "--out", str(tmp_path / "out")]) == 0
     r = json.loads((tmp_path / "out/ablation.json").read_text())
