@@ -22,7 +22,7 @@ from ..coding.container import ContainerReader, ContainerWriter, container_bytes
 from ..coding.header import Header
 from ..errors import ContainerError, MmarError
 from ..coding.lm_coding import LMEncoder, RateDistortion, lm_decode
-from ..tokenizers.base import LoadedTokenizer, load_tokenizer
+from ..tokenizers.base import AudioTokenizer, LoadedTokenizer, load_tokenizer
 from .codec_lm import FineGenerator, LoadedLM
 
 CHUNK_FRAMES = 500  # 10 s of codes (or LM stream steps) per container chunk
@@ -38,7 +38,10 @@ LoadedCodec = LoadedTokenizer  # the name codec users know: ``.model`` is an Aud
 def load_codec(path: Path | None = None, tokenizer: str = "speech16k") -> LoadedCodec:
     """Load the audio tokenizer ``tokenizer`` (a name in the tokenizer registry) from ``path``
     (default: its shipped checkpoint, found by :func:`mmar.checkpoint.find_checkpoint`)."""
-    return load_tokenizer(tokenizer, path)
+    loaded = load_tokenizer(tokenizer, path)
+    if not isinstance(loaded.model, AudioTokenizer):
+        raise MmarError(f"{tokenizer} is not an audio tokenizer; the speech codec needs one (e.g. speech16k)")
+    return loaded
 
 
 # -- streaming core ------------------------------------------------------------------------
