@@ -204,10 +204,10 @@ def decode_loop(stepper: Stepper, logits: torch.Tensor, steps: int, choose: Choo
     ended rows are fed as padding, so their cache stops growing). ``finished`` [B] marks rows
     that ended before this call.
     """
-    b = logits.shape[0]
-    done = torch.zeros(b, dtype=torch.bool) if finished is None else finished.clone()
-    lengths = torch.full((b,), steps, dtype=torch.long)
-    history = torch.zeros(b, logits.shape[1], steps, dtype=torch.long)
+    b, dev = logits.shape[0], logits.device
+    done = torch.zeros(b, dtype=torch.bool, device=dev) if finished is None else finished.clone()
+    lengths = torch.full((b,), steps, dtype=torch.long, device=dev)
+    history = torch.zeros(b, logits.shape[1], steps, dtype=torch.long, device=dev)
     n = 0
     for step in range(steps):
         if stop is not None and step < stop.min_steps:
@@ -232,6 +232,23 @@ def decode_loop(stepper: Stepper, logits: torch.Tensor, steps: int, choose: Choo
         if last:
             break
     return Generated(history[..., :n], lengths.clamp_max(n), done, logits if feed_last else None)
+
+
+@torch.no_grad()
+def fill_spans(stepper: Stepper, logits: torch.Tensor, lengths: list[int], marks: list[torch.Tensor], choose: Chooser,
+               stop: StopRule | None = None) -> list[Generated]:
+    """Infilling (CM3 / VoiceCraft): after a prompt that ends with the first span's announcing
+    mask step, generate span after span. Span i gets up to ``lengths[i]`` steps (a ``stop`` rule
+    may end it sooner, e.g. on eog); before span i > 0 the stepper is fed ``marks[i]`` [B, K, 1],
+    the mask step announcing it. ``logits`` [B, K, V] predict span 0's first step.
+    → one :class:`Generated` per span."""
+    out = []
+    for i, n in enumerate(lengths):
+        if i:
+            logits = last_logits(stepper(codes=marks[i]))
+        out.append(decode_loop(stepper, logits, n, choose, stop, feed_last=i + 1 < len(lengths)))
+        logits = out[-1].logits
+    return out
 
 
 @torch.no_grad()

@@ -173,6 +173,18 @@ class CausalMasking:
             steps = steps[:, :-1]
         return steps
 
+    def _laid_steps(self, frames: int, end: bool) -> int:
+        """Steps that :meth:`_lay` gives a segment of ``frames`` frames (with an end frame or not)."""
+        return frames + int(end) + (self.delay.max_delay if self.delay else 0)
+
+    def prompt_steps(self, length: int, spans: Spans) -> int:
+        """Stream steps before the masked spans' part of a row of ``length`` frames: the unmasked
+        segments with their mask steps, ``U0 m0 … Un [eos]`` — what an infilling decoder is given
+        before the first span's announcing mask."""
+        cuts = [0, *(x for a, b in spans for x in (a, b)), length]
+        unmasked = [cuts[2 * i + 1] - cuts[2 * i] for i in range(len(spans) + 1)]
+        return sum(self._laid_steps(u, False) for u in unmasked[:-1]) + len(spans) + self._laid_steps(unmasked[-1], self.end_tokens)
+
     # -- rows ----------------------------------------------------------------------------
     def rearrange_row(self, codes: torch.Tensor, spans: Spans) -> torch.Tensor:
         """codes [K, T], sorted disjoint non-empty spans → stream [K, S]."""

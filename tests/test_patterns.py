@@ -69,6 +69,12 @@ def test_causal_masking_round_trip(b, k, t, seed, delayed, ends, some_unmasked):
     stream, stream_lengths = cm.rearrange(codes, spans, lengths)
     extra = [2 * len(s) + (len(s) + 1 if ends else 0) + ((2 * len(s) + 1) * (k - 1) if delayed else 0) for s in spans]
     assert stream_lengths.tolist() == [int(n) + e for n, e in zip(lengths, extra)]
+    for i, n in enumerate(lengths.tolist()):  # the prompt ends where the first span's announcing mask starts
+        head = cm.prompt_steps(n, spans[i])
+        if spans[i]:
+            assert int(stream[i, 0, head]) == ids.mask(0) and (stream[i, :, head] == ids.mask(0)).all()
+        else:
+            assert head == int(stream_lengths[i])
     back, back_lengths, back_spans = cm.restore(stream, stream_lengths)
     assert torch.equal(back_lengths, lengths) and back_spans == [list(s) for s in spans]
     for i, n in enumerate(lengths.tolist()):

@@ -31,13 +31,14 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, codec
+    from . import bench, codec, image
 
     parser = Parser(prog="mmar", description="Multimodal autoregressive generation: speech codec, TTS, image and video.")
     parser.add_argument("--version", action="version", version=f"mmar {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     codec.add_parser(sub)
     bench.add_parser(sub)
+    image.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,202 @@
+"""``mmar image generate | infill | reconstruct | info`` (over :mod:`mmar.tasks.image`).
+
+Input images: any size and mode Pillow reads (the first frame; alpha composited on white),
+centre-cropped to a square and resized to 64×64 (Lanczos). Outputs are 64×64 PNGs (generate with
+--num N > 1: one PNG tiling the N images, ceil(√N) per row), written atomically, never over an
+existing file without -f. Checkpoints: --checkpoint (image-ar-64) and
+--tokenizer-checkpoint (image-vq-64), else those names on the checkpoint search path
+($MMAR_CHECKPOINTS, then the shipped ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from ..errors import MmarError
+
+MAX_NUM = 64
+
+
+def _models(args, need_ar: bool = True):
+    from ..tasks.image import check_pair, load_image_ar, load_image_tokenizer
+
+    tok = load_image_tokenizer(args.tokenizer_checkpoint)
+    ar = load_image_ar(args.checkpoint) if need_ar else None
+    if ar is not None:
+        check_pair(ar, tok)
+    return ar, tok
+
+
+def _sampling(args):
+    from ..generation import SamplingConfig
+
+    return SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg)
+
+
+def _check_out(args) -> None:
+    from ..atomic import check_target
+
+    check_target(args.output, args.force)  # before any model work
+
+
+def _caption(ar, text: str) -> str:
+    from ..text.captions import words
+
+    if text.strip() and not words(text):
+        raise MmarError(f"caption {text!r:.60} has no words (an empty caption means unconditional)")
+    ar.vocab.encode(text)  # too long → one error line
+    return text
+
+
+def _generate(args) -> int:
+    import torch
+
+    from ..tasks.image import generate_codes, save_png
+
+    if not 1 <= args.num <= MAX_NUM:
+        raise MmarError(f"--num must be 1..{MAX_NUM}, got {args.num}")
+    _check_out(args)
+    ar, tok = _models(args)
+    caption = _caption(ar, args.caption)
+    codes = generate_codes(ar, [caption] * args.num, _sampling(args), args.seed)
+    with torch.no_grad():
+        images = tok.model.decode(codes)
+    save_png(images, args.output, args.force)
+    unknown = ar.vocab.unknown(caption)
+    note = f" (unknown words: {' '.join(unknown)})" if unknown else ""
+    print(f"{args.output}: {args.num} image(s) for {caption!r}{note}")
+    return 0
+
+
+def _box(value: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise MmarError(f"--box must be X0,Y0,X1,Y1 (four integers), got {value!r:.40}")
+    return parts  # type: ignore[return-value]
+
+
+def _infill(args) -> int:
+    import torch
+
+    from ..tasks.image import infill_codes, load_image, pixel_box_to_grid, save_png
+
+    _check_out(args)
+    ar, tok = _models(args)
+    loaded = load_image(args.input, tok.cfg.image_size)
+    box = pixel_box_to_grid(args.box, loaded, ar.grid)
+    caption = _caption(ar, args.caption)
+    with torch.no_grad():
+        codes = tok.model.encode(loaded.image).codes
+        filled = infill_codes(ar, codes, box, [caption], _sampling(args), args.seed)
+        images = tok.model.decode(filled)
+    save_png(images, args.output, args.force)
+    r0, c0, r1, c1 = box
+    print(f"{args.output}: token rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} regenerated ({(r1 - r0) * (c1 - c0)} of {ar.tokens})")
+    return 0
+
+
+def _reconstruct(args) -> int:
+    import torch
+
+    from ..tasks.image import load_image, save_png
+    from ..tokenizers.image_vq import psnr
+
+    _check_out(args)
+    _, tok = _models(args, need_ar=False)
+    loaded = load_image(args.input, tok.cfg.image_size)
+    with torch.no_grad():
+        rec = tok.model.decode(tok.model.encode(loaded.image).codes)
+    save_png(rec, args.output, args.force)
+    print(f"{args.output}: {tok.cfg.grid[0]}×{tok.cfg.grid[1]} codes, PSNR {float(psnr(rec, loaded.image)[0]):.2f} dB vs the 64×64 input")
+    return 0
+
+
+def _info(args) -> int:
+    from ..checkpoint import find_checkpoint
+    from ..tasks.image import NAME, check_pair, load_image_ar
+
+    _, tok = _models(args, need_ar=False)
+    rows, cols = tok.cfg.grid
+    bits = math.ceil(math.log2(tok.model.codebook_size))
+    info = {"tokenizer": tok.model_id, "tokenizer_weights": tok.weights, "image_size": tok.cfg.image_size,
+            "grid": f"{rows}x{cols}", "codes": tok.model.codebook_size, "bits_per_code": bits,
+            "bits_per_image": rows * cols * bits, "tokenizer_parameters": sum(p.numel() for p in tok.model.parameters())}
+    try:
+        ar_path = find_checkpoint(NAME, args.checkpoint)
+    except MmarError:
+        if args.checkpoint is not None:
+            raise
+        ar_path = None
+    if ar_path is None:
+        info["model"] = None
+    else:
+        ar = load_image_ar(ar_path)
+        check_pair(ar, tok)
+        c = ar.model.cfg
+        info |= {"model": ar.model_id, "model_weights": ar.weights, "model_parameters": ar.parameters(),
+                 "model_size": f"dim {c.dim}, {c.n_layers} layers, {c.n_heads} heads", "steps_per_image": ar.tokens,
+                 "caption_words": len(ar.vocab) - 3, "caption_max_words": ar.vocab.max_len, "max_spans": ar.ids.max_spans}
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:<22} {'not found' if v is None else v}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("image", help="images: caption → image, infill a box, tokenizer round trip, sizes",
+                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    isub = p.add_subparsers(dest="image", required=True, parser_class=type(p))
+    ck = dict(type=Path, default=None, metavar="DIR", help="image AR checkpoint (default: image-ar-64 on the search path)")
+    tk = dict(type=Path, default=None, metavar="DIR", help="image tokenizer checkpoint (default: image-vq-64 on the search path)")
+
+    def common(q, sampling: bool = True):
+        q.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+        q.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+        q.add_argument("--tokenizer-checkpoint", **tk)
+        if sampling:
+            q.add_argument("--checkpoint", **ck)
+            q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0; same seed, same image)")
+            q.add_argument("--cfg", type=float, default=1.5, metavar="S",
+                           help="classifier-free guidance scale (default 1.5; 1 = off; high values can collapse: measure)")
+            q.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default 1)")
+            q.add_argument("--top-k", type=int, default=50, metavar="K", help="0 = off (default 50)")
+            q.add_argument("--top-p", type=float, default=1.0, metavar="P", help="1 = off (default)")
+
+    g = isub.add_parser("generate", help="caption → 64×64 PNG",
+                        description="Sample images for a caption. An empty caption (\"\") means unconditional. "
+                                    "Words the model never saw become <unk> (and are listed). With --num N > 1 the "
+                                    "N samples are tiled in one PNG, ceil(sqrt(N)) per row.")
+    g.add_argument("--caption", required=True, metavar="TEXT", help="e.g. \"fox face\" (Unicode or CLDR names work)")
+    g.add_argument("--num", type=int, default=1, metavar="N", help=f"images (1..{MAX_NUM}); N > 1 writes one PNG grid")
+    common(g)
+    g.set_defaults(func=_generate)
+
+    f = isub.add_parser("infill", help="regenerate a box of an image (the rest is kept, token for token)",
+                        description="Regenerate the image tokens under a box, keeping every other token. The box "
+                                    "is in input pixels; it is mapped through the centre crop and 64×64 resize to "
+                                    "every 8×8-pixel token cell it touches. Output: the 64×64 decoded result.")
+    f.add_argument("input", type=Path, help="image file (any size and mode)")
+    f.add_argument("--box", required=True, type=_box, metavar="X0,Y0,X1,Y1",
+                   help="pixels of the input, x1/y1 exclusive: 0 <= X0 < X1 <= width, 0 <= Y0 < Y1 <= height")
+    f.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none, unconditional)")
+    common(f)
+    f.set_defaults(func=_infill)
+
+    r = isub.add_parser("reconstruct", help="image → tokens → 64×64 PNG (the tokenizer round trip)")
+    r.add_argument("input", type=Path, help="image file (any size and mode)")
+    common(r, sampling=False)
+    r.set_defaults(func=_reconstruct)
+
+    i = isub.add_parser("info", help="sizes: grid, codes, bits per image, parameters")
+    i.add_argument("--checkpoint", **ck)
+    i.add_argument("--tokenizer-checkpoint", **tk)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
