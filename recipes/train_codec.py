@@ -83,13 +83,16 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     torch.manual_seed(tc["seed"])
     codec = SpeechCodec(CodecConfig(**cfg["model"]))
     mc = codec.cfg
+    frozen = set(tc.get("freeze", []))
+    tokens = ""  # set when the codes stay those of the init checkpoint (encoder and quantizer frozen)
     if init is not None:
-        state, _, _ = load_pretrained(init)
+        state, init_config, init_weights = load_pretrained(init)
+        if {"encoder", "quantizer"} <= frozen:
+            tokens = init_config.get("tokens") or init_weights
         codec.load_state_dict(state, strict=False)  # inference checkpoints hold no EMA statistics
         for cb in codec.quantizer.codebooks:  # their codebooks are initialised: no k-means
             cb.ema_sum.copy_(cb.codebook)
             cb.initialized.fill_(True)
-    frozen = set(tc.get("freeze", []))
     for name in frozen:
         getattr(codec, name).requires_grad_(False)
     codec.to(device)
@@ -165,13 +168,16 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     if log:
         log.close()
     if dist_info.main and (step >= total or oc.get("minutes")):
-        export((ema.model if ema is not None else codec).cpu(), out / "export")
+        export((ema.model if ema is not None else codec).cpu(), out / "export", tokens=tokens)
     return metrics
 
 
-def export(codec: SpeechCodec, out: Path, name: str = "sc16k") -> Path:
-    """Write the inference weights (no EMA statistics) as an fp16 checkpoint directory."""
-    return save_pretrained(inference_state(codec), {"kind": "speech_codec", "name": name, **codec.config_dict()}, out)
+def export(codec: SpeechCodec, out: Path, name: str = "sc16k", tokens: str = "") -> Path:
+    """Write the inference weights (no EMA statistics) as an fp16 checkpoint directory. ``tokens``:
+    the weights hash whose codes this codec shares (a decoder retrained on frozen codes), so that
+    files and LM models made with those codes stay valid."""
+    config = {"kind": "speech_codec", "name": name, **codec.config_dict(), **({"tokens": tokens} if tokens else {})}
+    return save_pretrained(inference_state(codec), config, out)
 
 
 def main(argv: list[str] | None = None) -> int:

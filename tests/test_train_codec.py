@@ -81,11 +81,18 @@ def test_decoder_only_fine_tune_keeps_the_codes(data_dir, tmp_path):
     train_codec.train(cfg(), tmp_path / "base", [str(data_dir)], progress=False)
     train_codec.train(cfg({"freeze": ["encoder", "quantizer"]}), tmp_path / "ft", [str(data_dir)], progress=False,
                       init=tmp_path / "base/export")
-    old, new = load_codec(tmp_path / "base/export").model, load_codec(tmp_path / "ft/export").model
+    old_loaded, new_loaded = load_codec(tmp_path / "base/export"), load_codec(tmp_path / "ft/export")
+    old, new = old_loaded.model, new_loaded.model
     audio = torch.from_numpy(speechlike(2.0, seed=7))[None]
     assert torch.equal(old.encode(audio).codes, new.encode(audio).codes)
     codes = old.encode(audio).codes
     assert not torch.equal(old.decode(codes), new.decode(codes))
+    # the new checkpoint says whose codes it speaks: files written with the old one decode with it
+    from mmar.tasks.codec import decode_array, encode_array
+
+    assert new_loaded.tokens == old_loaded.weights != new_loaded.weights
+    y, _ = decode_array(new_loaded, encode_array(old_loaded, audio[0].numpy(), 16000, 1.5))
+    assert len(y) == audio.shape[-1]
 
 
 @pytest.mark.slow

@@ -223,14 +223,14 @@ def _raw_blocks(header: Header, payloads: Iterable[bytes], frames_total: int, co
 
 def check_lm(codec: LoadedCodec, lm: LoadedLM) -> None:
     """The LM must have been trained on this codec's tokens."""
-    if lm.codec_weights != codec.weights or lm.levels > codec.model.num_codebooks:
+    if not codec.speaks(lm.codec_weights) or lm.levels > codec.model.num_codebooks:
         raise MmarError(f"language model {lm.model_id} was trained for codec weights {lm.codec_weights}, not {codec.weights}")
 
 
 def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None) -> None:
     """Refuse files written by another model or weights, or with settings this codec cannot decode."""
     tok = codec.model
-    if header.model != codec.model_id or header.weights != codec.weights:
+    if header.model != codec.model_id or not codec.speaks(header.weights):
         raise ContainerError(f"file was written by model {header.model} (weights {header.weights}); this is {codec.model_id} "
                              f"(weights {codec.weights}): decode with the matching --checkpoint")
     if header.mode == "lm":

@@ -179,6 +179,15 @@ class LoadedTokenizer:
     model: Tokenizer
     model_id: str  # e.g. "speech-codec-16k"
     weights: str  # 8 hex digits of the weights' SHA-256
+    tokens: str = ""  # the token space: weights of the tokenizer whose codes these are (default: ``weights``)
+
+    def __post_init__(self):
+        self.tokens = self.tokens or self.weights
+
+    def speaks(self, weights: str) -> bool:
+        """True if codes made by the tokenizer with ``weights`` are this one's codes (the same
+        weights, or a decoder retrained on frozen codes of those weights)."""
+        return weights in (self.weights, self.tokens)
 
     @property
     def cfg(self):

@@ -15,6 +15,8 @@ the offline pass and its audio up to float rounding.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -361,5 +363,7 @@ def build_speech_codec(path: Path | None) -> LoadedTokenizer:
     missing = [k for k in missing if k in inference_state(model)]  # training-only buffers may be absent
     if missing or unexpected:
         raise MmarError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    name = config.get("name", path.name)
-    return LoadedTokenizer(model.eval(), name if isinstance(name, str) else path.name, digest)
+    name, tokens = config.get("name", path.name), config.get("tokens", "")
+    if not (isinstance(tokens, str) and re.fullmatch(r"[0-9a-f]{0,64}", tokens)):
+        raise MmarError(f"{path}: config field 'tokens' must be a weights hash (hex digits)")
+    return LoadedTokenizer(model.eval(), name if isinstance(name, str) else path.name, digest, tokens)
