@@ -43,7 +43,7 @@ def find_checkpoint(name: str, explicit: Path | None = None) -> Path:
         if place.exists():
             return place
     raise MmarError(f"checkpoint {name!r} not found; looked in {', '.join(map(str, looked))} "
-                    "(pass --checkpoint PATH or set MMAR_CHECKPOINTS to a folder holding it)")
+                    "(give its path, e.g. --checkpoint PATH, or set MMAR_CHECKPOINTS to a folder holding it)")
 
 
 def file_sha256(path: Path) -> str:

@@ -28,14 +28,15 @@ class MmarCodecSystem:
     lm: LoadedLM | None = None
     fine: bool = True
     rdo: float = 0.0
+    label: str = ""  # prefix that tells apart the rows of two codec checkpoints in one run
     stats: dict = field(default_factory=lambda: {"encode_s": 0.0, "decode_s": 0.0, "audio_s": 0.0,
                                                  "bits": 0, "payload_bits": 0, "xent_bits": 0.0, "raw_bits": 0})
 
     @property
     def name(self) -> str:
         if self.lm is None:
-            return f"mmar {self.kbps:g} kbps ({self.codec.model.levels_for_kbps(self.kbps)} levels)"
-        return f"mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
+            return f"{self.label}mmar {self.kbps:g} kbps ({self.codec.model.levels_for_kbps(self.kbps)} levels)"
+        return f"{self.label}mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
 
     @property
     def nominal_kbps(self) -> float | None:
@@ -71,17 +72,20 @@ class MmarCodecSystem:
         return out
 
 
-def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None) -> list[MmarCodecSystem]:
+def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None,
+                 label: str = "", lm_default_only: bool = False) -> list[MmarCodecSystem]:
     """One system per raw bitrate, plus, when an LM checkpoint is given or shipped, its coarse-only
-    and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the LM's default λ."""
+    and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the LM's default λ
+    (``lm_default_only``: the default λ with the fine model alone). ``label`` prefixes the names."""
     codec = load_codec(checkpoint)
-    systems = [MmarCodecSystem(codec, b) for b in bitrates]
+    systems = [MmarCodecSystem(codec, b, label=label) for b in bitrates]
     if lm_checkpoint is None:
         try:
             lm_checkpoint = find_checkpoint("speech-lm-16k")
         except MmarError:
             pass  # no LM on the search path: raw rows only
-    if lm_checkpoint is not None:
-        lm = load_lm(lm_checkpoint)
-        systems += [MmarCodecSystem(codec, bitrates[0], lm, fine, rdo) for rdo in sorted({0.0, lm.rdo}) for fine in (True, False)]
+    lm = load_lm(lm_checkpoint) if lm_checkpoint is not None else None
+    if lm is not None and codec.speaks(lm.codec_weights):  # an LM trained on other codes has no rows here
+        modes = [(lm.rdo, True)] if lm_default_only else [(rdo, fine) for rdo in sorted({0.0, lm.rdo}) for fine in (True, False)]
+        systems += [MmarCodecSystem(codec, bitrates[0], lm, fine, rdo, label) for rdo, fine in modes]
     return systems

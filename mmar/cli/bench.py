@@ -34,6 +34,8 @@ def _bench_codec(args: argparse.Namespace) -> int:
         raise MmarError(f"no audio clips in {args.clips}")
     clips, speakers = [c for c, _ in found], [s for _, s in found]
     ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint)
+    for path in args.compare or []:  # other codec checkpoints, side by side in the same run
+        ours += mmar_systems(path, args.bitrates, args.lm_checkpoint, label=f"[{path.name}] ", lm_default_only=True)
     result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None,
                              log=print, speakers=speakers)
     result["mmar"] = {s.name: s.summary() for s in ours}
@@ -55,6 +57,8 @@ def _add_codec_parser(bsub) -> None:
     c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     c.add_argument("--checkpoint", type=Path, default=None)
     c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")
+    c.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
+                   help="more codec checkpoints to score in the same run (raw rows + the LM's default mode, if it speaks their codes)")
     c.add_argument("--json", type=Path)
     c.add_argument("--png", type=Path, help="spectrograms of the first clip")
     c.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow: ~3 s per clip and system)")
