@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import contextlib
 import copy
+import csv
 import math
 import os
 import time
@@ -90,6 +91,43 @@ class WeightEMA:
             e.lerp_(w.detach(), 1.0 - self.decay)
         for e, w in zip(self.model.buffers(), model.buffers()):
             e.copy_(w)
+
+
+def optimizer_step(loss: torch.Tensor, optim: torch.optim.Optimizer, params, grad_clip: float,
+                   ema: WeightEMA | None = None, model: torch.nn.Module | None = None) -> None:
+    """One update: zero the gradients, backpropagate ``loss``, clip the gradient norm of
+    ``params`` to ``grad_clip``, step, then fold ``model``'s new weights into ``ema``."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optim.step()
+    if ema is not None:
+        ema.update(model)
+
+
+class MetricsLog:
+    """A ``metrics.csv``-style log: the header on a fresh run, then one row per :meth:`write`
+    (when :meth:`due`, every ``every`` steps), ending with the seconds per step since the previous
+    row. With ``enabled`` False (ranks other than the main one) it does nothing."""
+
+    def __init__(self, path: Path, columns: list[str], every: int, fresh: bool, enabled: bool = True):
+        self.every, self.t0 = every, time.time()
+        self.file = open(path, "a", newline="") if enabled else None
+        self.writer = csv.writer(self.file) if self.file else None
+        if self.writer and fresh:
+            self.writer.writerow(["step", *columns, "sec_per_step"])
+
+    def due(self, step: int, last: bool = False) -> bool:
+        return self.writer is not None and (step % self.every == 0 or last)
+
+    def write(self, step: int, values: list) -> None:
+        seconds, self.t0 = (time.time() - self.t0) / self.every, time.time()
+        self.writer.writerow([step, *values, f"{seconds:.3f}"])
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, final_ratio: float = 0.1) -> float:

@@ -18,10 +18,8 @@ augmented on the fly, :mod:`mmar.data.augment`); ``--init DIR`` starts from a ch
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,8 @@ from mmar.checkpoint import inference_state, load_pretrained, save_pretrained, s
 from mmar.data.crops import CropDataset
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
-from mmar.training import Budget, WeightEMA, load_state, lr_at, pick_device, save_state, setup_distributed
+from mmar.training import (Budget, MetricsLog, WeightEMA, load_state, lr_at, optimizer_step, pick_device, save_state,
+                           setup_distributed)
 
 
 def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
@@ -124,11 +123,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="codec", dynamic_ncols=True)
-    log = open(out / "metrics.csv", "a", newline="") if dist_info.main else None
-    writer = csv.writer(log) if log else None
-    if writer and step == 0:
-        writer.writerow(["step", "loss", "recon", "commit", "levels", "lr", "sec_per_step"])
-    t0 = time.time()
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "recon", "commit", "levels", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
@@ -141,21 +136,13 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         rec, q = model(audio, levels=levels, update="quantizer" not in frozen, generator=gen)
         recon = loss_fn(rec, audio)
         loss = recon + tc["commit_weight"] * q.commit
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, oc["grad_clip"])
-        optim.step()
-        if ema is not None:
-            ema.update(codec)
+        optimizer_step(loss, optim, params, oc["grad_clip"], ema, codec)
         step += 1
         bar.update(1)
-        if writer and step % tc["log_every"] == 0:
-            sps = (time.time() - t0) / tc["log_every"]
-            t0 = time.time()
+        if mlog.due(step):
             lv, rv, cv = loss.item(), recon.item(), q.commit.item()
             metrics = {"step": step, "loss": lv, "recon": rv, "commit": cv, "levels": levels, "lr": lr}
-            writer.writerow([step, f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}", f"{sps:.3f}"])
-            log.flush()
+            mlog.write(step, [f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}"])
             bar.set_postfix(loss=f"{lv:.3f}")
         if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
             ev = evaluate(ema.model if ema is not None else codec, loss_fn, valid, [3, 6, mc.levels])
@@ -165,8 +152,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         if dist_info.main and (step % tc["save_every"] == 0 or budget.done(step)):
             save_state(state_path, codec, optim, step, gen, {"config": cfg}, ema)
     bar.close()
-    if log:
-        log.close()
+    mlog.close()
     if dist_info.main and (step >= total or oc.get("minutes")):
         export((ema.model if ema is not None else codec).cpu(), out / "export", tokens=tokens)
     return metrics

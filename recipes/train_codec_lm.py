@@ -15,11 +15,9 @@ the whole validation stream. ``--only entropy|fine`` trains one model and skips 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +31,8 @@ from mmar.data.crops import audio_files, load_mono
 from mmar.patterns import SpecialIds
 from mmar.tasks.codec import load_codec
 from mmar.tasks.codec_lm import build_models, entropy_batch, expected_vectors
-from mmar.training import Budget, autocast, load_state, lr_at, pick_device, save_state, save_weights
+from mmar.training import (Budget, MetricsLog, autocast, load_state, lr_at, optimizer_step, pick_device, save_state,
+                           save_weights)
 
 
 @torch.no_grad()
@@ -79,11 +78,8 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
     step = load_state(state, model, optim, g) if state.exists() else 0
     best = json.loads(state.with_suffix(".json").read_text())["meta"].get("best_valid", math.inf) if step else math.inf
     vset = crops(valid, 64, length, torch.Generator().manual_seed(1)).to(device) if valid is not None else None
-    log = open(out / f"{kind}_metrics.csv", "a", newline="")
-    w = csv.writer(log)
-    if step == 0:
-        w.writerow(["step", "bits_per_symbol", "valid_bits_per_symbol", "lr", "sec_per_step"])
-    result, t0, budget = {}, time.time(), Budget(oc["steps"], oc.get("minutes"))
+    mlog = MetricsLog(out / f"{kind}_metrics.csv", ["bits_per_symbol", "valid_bits_per_symbol", "lr"], cfg["log_every"], step == 0)
+    result, budget = {}, Budget(oc["steps"], oc.get("minutes"))
     bar = tqdm(initial=step, total=oc["steps"], desc=kind, dynamic_ncols=True)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], oc["steps"])
@@ -91,14 +87,11 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
             group["lr"] = lr
         with autocast(device):
             loss = loss_fn(kind, model, crops(tokens, oc["batch_size"], length, g).to(device), coarse, empty)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
+        optimizer_step(loss, optim, model.parameters(), 1.0)
         step = done = step + 1
         bar.update(1)
         last = budget.done(done)
-        if done % cfg["log_every"] == 0 or last:
+        if mlog.due(done, last):
             vb = ""
             if vset is not None:
                 model.eval()
@@ -109,14 +102,11 @@ def train_one(kind: str, model, cfg: dict, tokens: torch.Tensor, valid: torch.Te
                 best = vb
                 save_weights(best_path, model)
             result = {"step": done, "bits_per_symbol": loss.item() / math.log(2), "valid_bits_per_symbol": vb}
-            w.writerow([done, f"{result['bits_per_symbol']:.4f}", f"{vb:.4f}" if vb != "" else "", f"{lr:.2e}",
-                        f"{(time.time() - t0) / cfg['log_every']:.3f}"])
-            log.flush()
-            t0 = time.time()
+            mlog.write(done, [f"{result['bits_per_symbol']:.4f}", f"{vb:.4f}" if vb != "" else "", f"{lr:.2e}"])
         if done % cfg["save_every"] == 0 or last:
             save_state(state, model, optim, done, g, {"kind": kind, "best_valid": best})
     bar.close()
-    log.close()
+    mlog.close()
     model.cpu()
     return result
 

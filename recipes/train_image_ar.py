@@ -27,10 +27,8 @@ export an EMA of the weights), ``train.device`` ("auto": the GPU when there is o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -43,7 +41,8 @@ from mmar.checkpoint import inference_state, save_pretrained
 from mmar.data.emoji import augment, load_split
 from mmar.tasks.image import TrainingLoss, export_config, from_config, load_image_tokenizer, random_box, training_streams
 from mmar.text.captions import CaptionVocab
-from mmar.training import Budget, WeightEMA, autocast, load_state, lr_at, pick_device, save_state, setup_distributed
+from mmar.training import (Budget, MetricsLog, WeightEMA, autocast, load_state, lr_at, optimizer_step, pick_device,
+                           save_state, setup_distributed)
 
 CACHE_FORMAT = 1
 
@@ -139,11 +138,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="image_ar", dynamic_ncols=True)
-    log = open(out / "metrics.csv", "a", newline="") if dist_info.main else None
-    writer = csv.writer(log) if log else None
-    if writer and step == 0:
-        writer.writerow(["step", "loss", "lr", "sec_per_step"])
-    t0 = time.time()
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
@@ -160,20 +155,12 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         stream, lengths = training_streams(ar, train_codes[idx], boxes)
         with autocast(device):
             loss = net(stream.to(device), lengths.to(device), prefix.to(device))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), oc["grad_clip"])
-        optim.step()
-        if ema is not None:
-            ema.update(model)
+        optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
-        if writer and step % tc["log_every"] == 0:
-            sps = (time.time() - t0) / tc["log_every"]
-            t0 = time.time()
+        if mlog.due(step):
             metrics = {"step": step, "loss": loss.item(), "lr": lr}
-            writer.writerow([step, f"{loss.item():.6f}", f"{lr:.3e}", f"{sps:.3f}"])
-            log.flush()
+            mlog.write(step, [f"{loss.item():.6f}", f"{lr:.3e}"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
         last = budget.done(step)
         if valid is not None and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
@@ -186,8 +173,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         if dist_info.main and (step % tc["save_every"] == 0 or last):
             save_state(state_path, model, optim, step, gen, {"config": cfg}, ema)
     bar.close()
-    if log:
-        log.close()
+    mlog.close()
     if dist_info.main and (step >= total or oc.get("minutes")):
         save_pretrained(inference_state((ema.model if ema is not None else model).cpu()), config, out / "export")
     return metrics

@@ -19,11 +19,9 @@ the weights), ``optim.minutes`` (a wall-clock budget the LR schedule follows).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +33,8 @@ from tqdm import tqdm
 from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.data.emoji import augment, load_split
 from mmar.tokenizers.image_vq import ImageVQ, config_from_dict, export_config, psnr, reconstruction_loss
-from mmar.training import Budget, WeightEMA, load_state, lr_at, pick_device, save_state, setup_distributed
+from mmar.training import (Budget, MetricsLog, WeightEMA, load_state, lr_at, optimizer_step, pick_device, save_state,
+                           setup_distributed)
 
 
 @torch.no_grad()
@@ -98,11 +97,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="image_vq", dynamic_ncols=True)
-    log = open(out / "metrics.csv", "a", newline="") if dist_info.main else None
-    writer = csv.writer(log) if log else None
-    if writer and step == 0:
-        writer.writerow(["step", "loss", "l1", "mse", "grad", "lr", "sec_per_step"])
-    t0 = time.time()
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "l1", "mse", "grad", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
@@ -114,21 +109,13 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         x = x.to(device)
         rec, _ = net(x)
         loss, terms = reconstruction_loss(rec, x, **weights)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), oc["grad_clip"])
-        optim.step()
-        if ema is not None:
-            ema.update(model)
+        optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
-        if writer and step % tc["log_every"] == 0:
-            sps = (time.time() - t0) / tc["log_every"]
-            t0 = time.time()
+        if mlog.due(step):
             vals = {k: terms[k].item() if k in terms else 0.0 for k in ("l1", "mse", "grad")}
             metrics = {"step": step, "loss": loss.item(), **vals, "lr": lr}
-            writer.writerow([step, f"{loss.item():.6f}", *(f"{v:.6f}" for v in vals.values()), f"{lr:.3e}", f"{sps:.3f}"])
-            log.flush()
+            mlog.write(step, [f"{loss.item():.6f}", *(f"{v:.6f}" for v in vals.values()), f"{lr:.3e}"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
         last = budget.done(step)
         if valid is not None and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
@@ -139,8 +126,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         if dist_info.main and (step % tc["save_every"] == 0 or last):
             save_state(state_path, model, optim, step, gen, {"config": cfg}, ema)
     bar.close()
-    if log:
-        log.close()
+    mlog.close()
     if dist_info.main and (step >= total or oc.get("minutes")):
         export((ema.model if ema is not None else model).cpu(), out / "export")
     return metrics

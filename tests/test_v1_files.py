@@ -39,6 +39,16 @@ def test_v1_file_decodes_to_the_stored_audio(shipped, name):
     assert np.abs(audio[-ms20:]).max() <= min(0.5, np.abs(audio[:-ms20]).max())  # no click
 
 
+def test_v1_lm_file_decodes_to_the_stored_codes(shipped):
+    from mmar.coding.lm_coding import lm_decode
+
+    codec, lm = shipped
+    reader = ContainerReader((V1 / "lm.mmc").read_bytes())
+    frames = -(-reader.header.num_samples // codec.model.hop)
+    codes = np.concatenate(list(lm_decode(lm.entropy, reader, frames, reader.header.chunk_frames, lm.window)), axis=1)
+    assert np.array_equal(codes, np.load(V1 / "lm_codes.npy").astype(np.int64))
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_reencoding_gives_the_v1_payloads(shipped, name):
     codec, lm = shipped
