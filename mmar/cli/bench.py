@@ -65,6 +65,19 @@ def _add_codec_parser(bsub) -> None:
     c.set_defaults(func=_bench_codec)
 
 
+def _bench_image(args: argparse.Namespace) -> int:
+    from ..atomic import write_json
+    from ..bench.image import format_table, run_image_bench
+
+    if args.limit is not None and args.limit < 1:
+        raise MmarError("--limit must be at least 1")
+    result = run_image_bench(args.data, args.tokenizer_checkpoint, args.split, args.limit, log=print)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bsub = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
@@ -77,3 +90,10 @@ def add_parser(sub) -> None:
     g.add_argument("--json", type=Path)
     g.set_defaults(func=_generate)
     _add_codec_parser(bsub)
+    i = bsub.add_parser("image", help="the image tokenizer vs JPEG and WebP at the same bytes (PSNR, SSIM, codebook usage)")
+    i.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (python -m mmar.data.emoji)")
+    i.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    i.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="image_vq checkpoint (default: image-vq-64)")
+    i.add_argument("--limit", type=int, help="the first N images only")
+    i.add_argument("--json", type=Path)
+    i.set_defaults(func=_bench_image)
