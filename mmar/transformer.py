@@ -263,7 +263,7 @@ class CacheStep:
     """What :meth:`KVCache.reserve` hands to every layer's :meth:`KVCache.update` for one append of n tokens.
 
     slots / positions: int64 [B, n] (ring slot and rotary position of each token);
-    mask: bool [B, 1, n, capacity], or [n, capacity] for one row (which cached slots each new token attends to).
+    mask: bool [B, 1, n, capacity], or [n, capacity] when every row sees the same slots (which cached slots each new token attends to).
     """
 
     slots: torch.Tensor
@@ -334,8 +334,10 @@ class KVCache(nn.Module):
         self.lengths += real
         last = frames.gather(1, (real - 1).clamp_min(0)[:, None])[:, 0] + 1
         self.next_frame.copy_(torch.where(real > 0, last, self.next_frame))
-        # one row: a 2-D mask [n, capacity] (SDPA's CPU kernel runs it ~5x faster than [1, 1, n, capacity])
-        return CacheStep(slots, positions, mask[0] if b == 1 else mask[:, None])
+        # rows that see the same slots (one row, or prompts of equal length) share a 2-D mask
+        # [n, capacity]: SDPA's CPU kernel runs it ~5x faster than [B, 1, n, capacity]
+        shared = b == 1 or bool((mask == mask[:1]).all())
+        return CacheStep(slots, positions, mask[0] if shared else mask[:, None])
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, H, n, hd] into the step's slots → (keys, values) [B, H, capacity, hd]."""
