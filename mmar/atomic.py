@@ -46,6 +46,12 @@ def _cannot_write(path: Path, e: OSError) -> MmarError:
     return MmarError(f"cannot write {path}: {e.strerror or e}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _create_temp(path: Path, tmp_suffix: str) -> tuple[Path, int]:
     """A new, empty, uniquely named sibling of ``path``: (its path, an fd open for writing)."""
     for _ in range(_TRIES):
@@ -167,9 +173,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], tmp_suffix: str = ""
     except OSError as e:
         raise _cannot_write(path, e) from None
     tmp, fd = _create_temp(path, tmp_suffix)
-    os.close(fd)  # the callback opens it by name; it keeps the mode made under the umask
+    os.close(fd)  # the callback opens it by name
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) replace the file with a 0600 one
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _publish(tmp, path, overwrite=True)

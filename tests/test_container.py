@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -398,6 +400,7 @@ def test_files_get_the_umask_mode_and_unique_temp_names(tmp_path, umask):
         with ContainerWriter(tmp_path / "a.mmc", make_header()) as w:
             w.write_chunk(b"x")
         atomic_write(tmp_path / "b.json", lambda p: p.write_text("{}"))
+        atomic_write(tmp_path / "e.safetensors", lambda p: save_file({"x": torch.zeros(1)}, str(p)))  # replaces its file 0600
         with AtomicFile(tmp_path / "c.bin") as f:
             f.write(b"c")
         one, two = AtomicFile(tmp_path / "d.bin"), AtomicFile(tmp_path / "d.bin")  # two writers, one target
@@ -408,10 +411,10 @@ def test_files_get_the_umask_mode_and_unique_temp_names(tmp_path, umask):
         two.commit()
     finally:
         os.umask(old)
-    for name in ("a.mmc", "b.json", "c.bin", "d.bin"):
+    for name in ("a.mmc", "b.json", "c.bin", "d.bin", "e.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert (tmp_path / "d.bin").read_bytes() == b"2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mmc", "b.json", "c.bin", "d.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mmc", "b.json", "c.bin", "d.bin", "e.safetensors"]
 
 
 def test_atomic_write_failure_leaves_nothing(tmp_path):
