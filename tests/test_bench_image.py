@@ -44,3 +44,20 @@ def test_bench_image_cli(tmp_path, capsys):
         assert 5 < s["psnr"] < 100 and s["per_group_psnr"]
     assert "PSNR per group" in capsys.readouterr().out
     assert main(["bench", "image", "--data", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.skipif(not (E.FONT.is_file() and E.EMOJI_TEST.is_file()), reason="needs fonts-noto-color-emoji and unicode-data")
+def test_bench_image_generation_rows(tmp_path, capsys):
+    from test_image_ar import make_checkpoints
+
+    torch.set_num_threads(1)
+    E.build(tmp_path / "emoji", limit=80)
+    ar, vq = make_checkpoints(tmp_path)
+    out = tmp_path / "g.json"
+    assert main(["bench", "image", "--data", str(tmp_path / "emoji"), "--tokenizer-checkpoint", str(vq), "--checkpoint", str(ar),
+                 "--generation", "3", "--limit", "5", "--json", str(out)]) == 0
+    g = json.loads(out.read_text())["generation"]
+    assert set(g["scores"]) == {f"{s}@cfg{c}" for s in ("train", "test") for c in ("1", "1.5", "3")}
+    for v in g["scores"].values():
+        assert 0 <= v["emoji"] <= v["subgroup"] <= v["group"] <= 1 and v["seconds_per_image_cached"] > 0
+    assert "nearest render" in capsys.readouterr().out

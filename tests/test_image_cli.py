@@ -117,7 +117,9 @@ def test_bad_inputs_give_one_error_line(run, rgba_png, tmp_path, monkeypatch):
 
 
 def test_missing_default_checkpoints_fail_with_one_line(tmp_path, monkeypatch, capsys):
+    """Nothing on the search path (no $MMAR_CHECKPOINTS entry, no shipped copy): one error line."""
     monkeypatch.setenv("MMAR_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr("mmar.checkpoint.files", lambda package: tmp_path / "package")
     assert main(["image", "generate", "--caption", "fox", "-o", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint 'image-vq-64' not found") and err.count("\n") == 1

@@ -102,7 +102,7 @@ def test_refuses_overwrite_and_other_models(tiny_codec_dir, wav_file, tmp_path):
     encode_file(codec, src, tmp_path / "a.mmc")
     with pytest.raises(MmarError, match="exists"):
         encode_file(codec, src, tmp_path / "a.mmc")
-    codec.weights = "00000000"
+    codec.weights = codec.tokens = "00000000"  # another model: other weights and other codes
     with pytest.raises(ContainerError, match="written by model"):
         decode_file(codec, tmp_path / "a.mmc", tmp_path / "b.wav")
     assert not (tmp_path / "b.wav").exists() and not list(tmp_path.glob(".b.wav*"))

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from ..data.emoji import load_split
-from ..tasks.image import load_image_tokenizer
+from ..generation import SamplingConfig
+from ..tasks.image import check_pair, generate_codes, load_image_ar, load_image_tokenizer
+from ..text.captions import words
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,4 +116,65 @@ def format_table(r: dict) -> str:
     groups = list(next(iter(r["systems"].values()))["per_group_psnr"])
     lines += ["", "PSNR per group: " + "  ".join(r["systems"]), *(
         f"  {g:<22}" + "  ".join(f"{r['systems'][n]['per_group_psnr'][g]:6.2f}" for n in r["systems"]) for g in groups)]
+    return "\n".join(lines)
+
+
+def _thumbs(images: np.ndarray, side: int = 16) -> np.ndarray:
+    """uint8 [N, H, W, 3] → float [N, side·side·3] block means (a cheap, blur-tolerant signature)."""
+    n, h, w, _ = images.shape
+    f = h // side
+    return images.reshape(n, side, f, side, f, 3).mean((2, 4)).reshape(n, -1).astype(np.float64)
+
+
+@torch.no_grad()
+def run_generation_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None,
+                         per_split: int = 64, cfg_scales: tuple[float, ...] = (1.0, 1.5, 3.0), seed: int = 0,
+                         sampling: SamplingConfig = SamplingConfig(top_k=50)) -> dict:
+    """Caption → image, scored by the nearest render: for ``per_split`` emoji of the train split
+    (captions the model saw) and of the test split (never trained on), one sample from the
+    emoji's lower-case name is matched against the 16×16 block means of every emoji's render
+    (all splits). Reports the share whose nearest render is the same emoji, or one of the same
+    group / subgroup, per CFG scale, and the seconds per image with the kv-cache."""
+    import time
+    from dataclasses import replace
+
+    tok = load_image_tokenizer(tokenizer)
+    ar = load_image_ar(checkpoint)
+    check_pair(ar, tok)
+    splits = {name: load_split(data, name) for name in ("train", "valid", "test")}
+    bank_imgs = np.concatenate([s.images for s in splits.values()])
+    bank = [e for s in splits.values() for e in s.entries]
+    bank_t = _thumbs(bank_imgs)
+    groups = [e["group"] for e in bank]
+    result: dict = {"per_split": per_split, "sampling": {"top_k": sampling.top_k, "temperature": sampling.temperature},
+                    "group_majority_share": max(groups.count(g) for g in set(groups)) / len(groups), "scores": {}}
+    for split in ("train", "test"):
+        entries = splits[split].entries
+        pick = np.random.default_rng(seed).choice(len(entries), min(per_split, len(entries)), replace=False)
+        chosen = [entries[i] for i in sorted(pick)]
+        for cfg in cfg_scales:
+            t0 = time.perf_counter()
+            captions = [" ".join(words(e["name"])[: ar.vocab.max_len]) for e in chosen]  # as trained: long names cut
+            codes = torch.cat([generate_codes(ar, captions[i : i + 16], replace(sampling, cfg_scale=cfg), seed)
+                               for i in range(0, len(chosen), 16)])
+            seconds = (time.perf_counter() - t0) / len(chosen)
+            imgs = (tok.model.decode(codes).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            d = ((_thumbs(imgs)[:, None, :] - bank_t[None]) ** 2).sum(-1)
+            nearest = [bank[j] for j in d.argmin(1)]
+            result["scores"][f"{split}@cfg{cfg:g}"] = {
+                "emoji": float(np.mean([n["seq"] == e["seq"] for n, e in zip(nearest, chosen)])),
+                "group": float(np.mean([n["group"] == e["group"] for n, e in zip(nearest, chosen)])),
+                "subgroup": float(np.mean([n["subgroup"] == e["subgroup"] for n, e in zip(nearest, chosen)])),
+                "seconds_per_image_cached": seconds,
+            }
+    return result
+
+
+def format_generation(r: dict) -> str:
+    lines = [f"caption → image, {r['per_split']} captions per split, top-k {r['sampling']['top_k']}; nearest render (16×16) is "
+             f"the same emoji / subgroup / group (the largest group holds {100 * r['group_majority_share']:.0f} % of all emoji)",
+             f"{'captions @ CFG':<16}{'emoji':>8}{'subgroup':>10}{'group':>8}{'s/image':>9}"]
+    for key, v in r["scores"].items():
+        lines.append(f"{key:<16}{100 * v['emoji']:>7.1f}%{100 * v['subgroup']:>9.1f}%{100 * v['group']:>7.1f}%"
+                     f"{v['seconds_per_image_cached']:>9.3f}")
     return "\n".join(lines)

@@ -67,12 +67,17 @@ def _add_codec_parser(bsub) -> None:
 
 def _bench_image(args: argparse.Namespace) -> int:
     from ..atomic import write_json
-    from ..bench.image import format_table, run_image_bench
+    from ..bench.image import format_generation, format_table, run_generation_bench, run_image_bench
 
     if args.limit is not None and args.limit < 1:
         raise MmarError("--limit must be at least 1")
+    if args.generation is not None and not 1 <= args.generation <= 1000:
+        raise MmarError("--generation must be 1..1000")
     result = run_image_bench(args.data, args.tokenizer_checkpoint, args.split, args.limit, log=print)
     print(format_table(result))
+    if args.generation:
+        result["generation"] = run_generation_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.generation)
+        print("\n" + format_generation(result["generation"]))
     if args.json:
         write_json(result, args.json)
     return 0
@@ -95,5 +100,7 @@ def add_parser(sub) -> None:
     i.add_argument("--split", default="test", choices=["train", "valid", "test"])
     i.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="image_vq checkpoint (default: image-vq-64)")
     i.add_argument("--limit", type=int, help="the first N images only")
+    i.add_argument("--generation", type=int, metavar="N", help="also caption → image for N train and N test captions")
+    i.add_argument("--checkpoint", type=Path, default=None, help="image model for --generation (default: image-ar-64)")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
