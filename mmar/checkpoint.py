@@ -79,8 +79,9 @@ def save_pretrained(state: dict[str, torch.Tensor], config: dict, out_dir: Path,
     return atomic_write(out_dir / "model.safetensors", lambda p: save_file(tensors, str(p)))
 
 
-def load_pretrained(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, str]:
-    """Read a checkpoint directory → (float32 state dict, config dict, weights hash)."""
+def load_pretrained(ckpt_dir: Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """Read a checkpoint directory → (float32 state dict, config dict, weights hash); with
+    ``kind``, refuse one whose config does not say ``"kind": kind``."""
     ckpt_dir = Path(ckpt_dir)
     weights, cfg = ckpt_dir / "model.safetensors", ckpt_dir / "config.json"
     if not weights.is_file() or not cfg.is_file():
@@ -90,4 +91,7 @@ def load_pretrained(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict, str]
         config = json.loads(cfg.read_text())
     except Exception as e:  # damaged files
         raise MmarError(f"cannot read checkpoint {ckpt_dir}: {e}") from None
+    if kind is not None and (not isinstance(config, dict) or config.get("kind") != kind):
+        found = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise MmarError(f"{ckpt_dir} holds a {found!r:.40} checkpoint, not a {kind!r} one")
     return state, config, weights_hash(weights)

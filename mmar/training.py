@@ -130,6 +130,12 @@ class MetricsLog:
             self.file.close()
 
 
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line (e.g. a validation record) to ``path``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def lr_at(step: int, base: float, warmup: int, total: int, final_ratio: float = 0.1) -> float:
     """Linear warm-up for ``warmup`` steps, then cosine decay to ``final_ratio * base`` at ``total``."""
     if step < warmup:

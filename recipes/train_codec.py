@@ -32,8 +32,8 @@ from mmar.checkpoint import inference_state, load_pretrained, save_pretrained, s
 from mmar.data.crops import CropDataset
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
-from mmar.training import (Budget, MetricsLog, WeightEMA, load_state, lr_at, optimizer_step, pick_device, save_state,
-                           setup_distributed)
+from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, load_state, lr_at, optimizer_step, pick_device,
+                           save_state, setup_distributed)
 
 
 def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
@@ -147,8 +147,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
             ev = evaluate(ema.model if ema is not None else codec, loss_fn, valid, [3, 6, mc.levels])
             metrics.update(ev)
-            with open(out / "valid.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, **ev}) + "\n")
+            append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or budget.done(step)):
             save_state(state_path, codec, optim, step, gen, {"config": cfg}, ema)
     bar.close()

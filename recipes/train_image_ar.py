@@ -41,8 +41,8 @@ from mmar.checkpoint import inference_state, save_pretrained
 from mmar.data.emoji import augment, load_split
 from mmar.tasks.image import TrainingLoss, export_config, from_config, load_image_tokenizer, random_box, training_streams
 from mmar.text.captions import CaptionVocab
-from mmar.training import (Budget, MetricsLog, WeightEMA, autocast, load_state, lr_at, optimizer_step, pick_device,
-                           save_state, setup_distributed)
+from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
+                           pick_device, save_state, setup_distributed)
 
 CACHE_FORMAT = 1
 
@@ -168,8 +168,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
             ev = {"valid_ce": valid_ce(scored, ar, valid[0], valid[1]),
                   "valid_ce_uncond": valid_ce(scored, ar, valid[0], [""] * len(valid[1]))}
             metrics.update(ev)
-            with open(out / "valid.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, **ev}) + "\n")
+            append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):
             save_state(state_path, model, optim, step, gen, {"config": cfg}, ema)
     bar.close()

@@ -33,8 +33,8 @@ from tqdm import tqdm
 from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.data.emoji import augment, load_split
 from mmar.tokenizers.image_vq import ImageVQ, config_from_dict, export_config, psnr, reconstruction_loss
-from mmar.training import (Budget, MetricsLog, WeightEMA, load_state, lr_at, optimizer_step, pick_device, save_state,
-                           setup_distributed)
+from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, load_state, lr_at, optimizer_step, pick_device,
+                           save_state, setup_distributed)
 
 
 @torch.no_grad()
@@ -89,8 +89,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         if len(valid) == 0:
             valid = None
     if valid is not None and not (out / "valid.jsonl").exists():
-        with open(out / "valid.jsonl", "a") as f:
-            f.write(json.dumps({"step": 0, "thumbnail16_psnr": thumbnail_psnr(valid.cpu()), "images": len(valid)}) + "\n")
+        append_jsonl(out / "valid.jsonl", {"step": 0, "thumbnail16_psnr": thumbnail_psnr(valid.cpu()), "images": len(valid)})
     net = DDP(model, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else model
     weights = tc.get("loss", {})
     total, metrics = oc["steps"], {}
@@ -121,8 +120,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         if valid is not None and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
             ev = evaluate(ema.model if ema is not None else model, valid)
             metrics.update(ev)
-            with open(out / "valid.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, **ev}) + "\n")
+            append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):
             save_state(state_path, model, optim, step, gen, {"config": cfg}, ema)
     bar.close()

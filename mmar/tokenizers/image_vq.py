@@ -241,10 +241,7 @@ def export_config(model: ImageVQ, name: str = "image-vq-64") -> dict:
 def build_image_vq(path: Path | None) -> LoadedTokenizer:
     """An image-tokenizer checkpoint directory (default: the shipped ``image-vq-64``) → the tokenizer."""
     path = find_checkpoint("image-vq-64", path)
-    state, config, digest = load_pretrained(path)
-    if not isinstance(config, dict) or config.get("kind") != "image_vq":
-        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
-        raise MmarError(f"{path} holds a {kind!r:.40} checkpoint, not an image tokenizer")
+    state, config, digest = load_pretrained(path, kind="image_vq")
     model = ImageVQ(_config(path, config, state))
     model.load_state_dict(state)
     name = config.get("name", path.name)

@@ -354,10 +354,7 @@ def _config(path: Path, config: dict, state: dict[str, torch.Tensor]) -> CodecCo
 def build_speech_codec(path: Path | None) -> LoadedTokenizer:
     """A speech-codec checkpoint directory (default: the shipped ``speech-codec-16k``) → the codec."""
     path = find_checkpoint("speech-codec-16k", path)
-    state, config, digest = load_pretrained(path)
-    if not isinstance(config, dict) or config.get("kind") != "speech_codec":
-        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
-        raise MmarError(f"{path} holds a {kind!r:.40} checkpoint, not a speech codec")
+    state, config, digest = load_pretrained(path, kind="speech_codec")
     model = SpeechCodec(_config(path, config, state))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k in inference_state(model)]  # training-only buffers may be absent
