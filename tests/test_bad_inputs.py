@@ -3,7 +3,6 @@ traceback, a hang or unbounded memory; and decoded audio is what a user expects 
 the input's level, a readable file)."""
 
 import errno
-import json
 import os
 import shutil
 import signal
