@@ -114,6 +114,39 @@ class DelayPattern:
         done = max(0, steps - self.max_delay)
         return done if frames is None else min(done, frames)
 
+    def allowed_ids(self, step: int, history: torch.Tensor, vocab: int, codes: int, end_id: int, empty_id: int,
+                    min_frames: int = 0, max_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoding rails of a delayed segment being generated from stream step 0 (VoiceCraft):
+        which ids each level may take at ``step``, given the steps so far, history int64 [B, K, step].
+
+        - before its delay, a level is ``empty_id``;
+        - only level 0 may end the segment (``end_id``, once it has ``min_frames`` frames; it must
+          at frame ``max_frames[b]`` when given, int64 [B]);
+        - then every level emits ``end_id`` for that same frame, at its own delay (the end
+          cascade), and ``empty_id`` after it; until then it takes codes ``0 .. codes - 1``.
+
+        → bool [B, K, vocab]. The row is complete when the level with the largest delay has
+        emitted ``end_id`` (a :class:`~mmar.generation.StopRule` on that level ends it)."""
+        b, k = history.shape[0], len(self.delays)
+        level0 = history[:, 0] == end_id  # [B, step]
+        has_end = level0.any(1)
+        never = torch.full((b,), 1 << 40, dtype=torch.long)  # no end frame yet
+        first_end = level0.float().argmax(1).long() if level0.shape[1] else never
+        end_frame = torch.where(has_end, first_end - self.delays[0], never)
+        out = torch.zeros(b, k, vocab, dtype=torch.bool)
+        for level, d in enumerate(self.delays):
+            f = step - d  # the frame this level emits now
+            code = (f >= 0) & (f < end_frame)
+            end = f == end_frame
+            if level == 0:
+                may_end = ~has_end & (f >= max(min_frames, 0))
+                must_end = may_end & (max_frames <= f) if max_frames is not None else torch.zeros_like(may_end)
+                code, end = code & ~must_end, end | may_end
+            out[:, level, :codes] = code[:, None]
+            out[:, level, end_id] = end
+            out[:, level, empty_id] = ~(out[:, level, :codes].any(-1) | out[:, level, end_id])
+        return out
+
     def holds(self, step: int, frames: int | None = None) -> list[tuple[int, int]]:
         """The (level, frame) pairs that stream ``step`` holds a real code for, in level order.
         ``frames`` None: the stream is still open (only its left edge is known to be empty)."""

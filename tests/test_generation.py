@@ -131,3 +131,41 @@ def test_classifier_free_guidance_mixes_halves_and_repeats_tokens():
     # 3·cond − 2·uncond = [0, 3, −4] → token 1 for both halves
     assert tok.tolist() == [[1], [1]]
     assert sample(both, SamplingConfig(temperature=0, cfg_scale=1.0)).tolist() == [[1], [2]]
+
+
+class RandomStepper:
+    """Stands in for a model: random logits for whatever it is fed (rules tests need no model)."""
+
+    def __init__(self, k, vocab, seed):
+        self.k, self.vocab, self.g = k, vocab, torch.Generator().manual_seed(seed)
+
+    def __call__(self, codes=None, prefix=None, lengths=None):
+        return torch.randn(codes.shape[0], codes.shape[-1], self.k, self.vocab, generator=self.g) * 3
+
+
+def test_delayed_segment_rails_always_give_a_valid_segment():
+    """Whatever the model says, decoding under DelayPattern.allowed_ids ends every row with a
+    complete end frame cascaded across the delays, within [min, max] frames, and the stream
+    reverts to codes + that end frame."""
+    from mmar.patterns import DelayPattern, SpecialIds
+
+    k, codes, ids = 3, 16, SpecialIds(16, with_eog=True)
+    vocab, pattern = codes + ids.count, DelayPattern(3)
+    for seed in range(20):
+        b = 4
+        max_frames = torch.randint(1, 12, (b,), generator=torch.Generator().manual_seed(seed))
+        min_frames = 1
+
+        def allowed(step, history):
+            return pattern.allowed_ids(step, history, vocab, codes, ids.eog, ids.empty, min_frames, max_frames)
+
+        stepper = RandomStepper(k, vocab, seed)
+        first = stepper(codes=torch.zeros(b, k, 1, dtype=torch.long))[:, -1]
+        out = decode_loop(stepper, first, 40, Sampler(SamplingConfig(), torch.Generator().manual_seed(seed), allowed),
+                          StopRule(end_id=ids.eog, level=k - 1, fill_id=ids.empty))
+        assert out.finished.all()
+        for row in range(b):
+            n = int(out.lengths[row])
+            frames = pattern.revert(out.tokens[row : row + 1, :, :n])[0]  # [K, n - max_delay]
+            assert (frames[:, -1] == ids.eog).all() and (frames[:, :-1] < codes).all()
+            assert min_frames <= frames.shape[1] - 1 <= int(max_frames[row])
