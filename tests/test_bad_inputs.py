@@ -114,7 +114,7 @@ def test_forged_ni_is_refused(run, tmp_path):
         forged(tmp_path, input_rate=44100, extra={"ni": 10})
     h = forged(tmp_path, input_rate=44100, extra={"ni": 44100}).read_bytes()
     # num_samples 16000 → 16001 with the ni delta kept: the header's CRC is recomputed, the fields disagree
-    from mmar.coding import header as hdr
+    from mmar.coding import header_v2 as hdr
 
     p = tmp_path / "g.mmc"
     good = Header(model="sc16k", weights="3e8eaeba", sample_rate=16000, input_rate=44100, num_samples=16000, levels=3,

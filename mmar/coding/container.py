@@ -5,7 +5,7 @@ Format version 2 (written now; integers little-endian, *varint* = unsigned LEB12
     offset  size   field
     0       4      magic  b"MMAC"
     4       1      u8   format version (2)
-    5       7..    header, ending in a CRC-16 of bytes 0.. (layout: mmar.coding.header)
+    5       7..    header, ending in a CRC-16 of bytes 0.. (layout: mmar.coding.header_v2)
     then, per chunk i = 0, 1, ...:
             1..4   varint  payload length L + 1 (L <= 64 MiB; 2 bytes while L < 16383)
             4      u32  CRC32 of the payload (zlib.crc32)
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 from mmar.atomic import AtomicFile
-from mmar.coding.header import MAX_HEADER_BYTES, MODES, Header, decode_v2, encode_v2, varint
+from mmar.coding.header import MAX_HEADER_BYTES, MODES, Header
+from mmar.coding.header_v2 import decode_v2, encode_v2, varint
 from mmar.errors import ContainerError, MmarError
 
 __all__ = [
