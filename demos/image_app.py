@@ -13,21 +13,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mmar.errors import MmarError, require
+from mmar.errors import MmarError, command, require
 from mmar.generation import SamplingConfig
+from mmar.tokenizers.image_vq import to_uint8
 from mmar.tasks.image import (check_pair, generate_codes, infill_codes, load_image, load_image_ar, load_image_tokenizer,
                               pixel_box_to_grid)
 
 MAX_UPLOAD = "5mb"
 MAX_COUNT = 16
-
-
-def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    """images float [B, 3, H, W] in [0, 1] → B arrays uint8 [H, W, 3]."""
-    return list((images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
 
 
 def _box(text: str) -> tuple[int, int, int, int]:
@@ -62,7 +57,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
         sampling = SamplingConfig(temperature=float(temperature), top_k=int(top_k), cfg_scale=float(cfg))
         codes = generate_codes(ar, [caption or ""] * n, sampling, int(seed))
         with torch.no_grad():
-            return _to_uint8(tok.model.decode(codes))
+            return list(to_uint8(tok.model.decode(codes)))
 
     @errors_to_gradio
     def infill(image_path: str | None, box: str, caption: str, seed: int):
@@ -73,7 +68,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
         with torch.no_grad():
             codes = tok.model.encode(loaded.image).codes
             filled = infill_codes(ar, codes, grid_box, [caption or ""], SamplingConfig(top_k=50, cfg_scale=1.5), int(seed))
-            return _to_uint8(tok.model.decode(filled))[0]
+            return to_uint8(tok.model.decode(filled))[0]
 
     @errors_to_gradio
     def reconstruct(image_path: str | None):
@@ -81,7 +76,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
             raise MmarError("upload an image first")
         loaded = load_image(Path(image_path), tok.cfg.image_size)
         with torch.no_grad():
-            return _to_uint8(tok.model.decode(tok.model.encode(loaded.image).codes))[0]
+            return to_uint8(tok.model.decode(tok.model.encode(loaded.image).codes))[0]
 
     with gr.Blocks(title="mmar images") as app:
         gr.Markdown("# mmar images\nOne causal Transformer over 8×8 VQ tokens of 64×64 emoji. "
@@ -113,17 +108,14 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
     return app
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="image model (default: image-ar-64 on the checkpoint search path)")
     ap.add_argument("--tokenizer-checkpoint", type=Path, help="image tokenizer (default: image-vq-64)")
     ap.add_argument("--port", type=int, default=7861)
     args = ap.parse_args(argv)
-    try:
-        app = build_app(args.checkpoint, args.tokenizer_checkpoint)
-    except MmarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    app = build_app(args.checkpoint, args.tokenizer_checkpoint)
     app.queue().launch(server_name="127.0.0.1", server_port=args.port, max_file_size=MAX_UPLOAD)
     return 0
 

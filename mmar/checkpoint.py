@@ -95,3 +95,19 @@ def load_pretrained(ckpt_dir: Path, kind: str | None = None) -> tuple[dict[str, 
         found = config.get("kind") if isinstance(config, dict) else type(config).__name__
         raise MmarError(f"{ckpt_dir} holds a {found!r:.40} checkpoint, not a {kind!r} one")
     return state, config, weights_hash(weights)
+
+
+def check_weights_fit(path: Path, build, state: dict[str, torch.Tensor], what: str, spare: int = 0) -> None:
+    """Build the model with ``build()`` on the meta device (nothing is allocated, whatever the
+    config asks for) and check that ``state`` holds exactly its inference weights' shapes, plus at
+    most ``spare`` other tensors (training statistics). :class:`MmarError` otherwise, naming ``what``
+    the config failed to describe."""
+    try:
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in inference_state(build()).items()}
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise MmarError(f"{path}: config.json does not describe {what} ({str(e).splitlines()[0][:80]})") from None
+    wrong = [k for k, shape in shapes.items() if k not in state or state[k].shape != shape]
+    extra = sorted(set(state) - set(shapes))
+    if wrong or len(extra) > spare:
+        raise MmarError(f"{path}: weights do not match the config (e.g. {(wrong or extra)[0]})")

@@ -24,3 +24,20 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MmarError(f"{module} is not installed: pip install \"mmar[{extra}]\" ({e})") from None
+
+
+def command(main):
+    """Decorator for a module's ``main(argv) -> int``: a :class:`MmarError` becomes one ``error:``
+    line on stderr and exit status 2 (the ``mmar`` command does the same in :func:`mmar.cli.main`)."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except MmarError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return run

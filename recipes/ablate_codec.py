@@ -23,13 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mmar.atomic import write_json
-from mmar.audio import read_mono
-from mmar.bench.codec import find_clips
-from mmar.eval import metrics as M
-from mmar.tasks.codec import decode_array, encode_array, load_codec
+from mmar.bench.codec import find_clips, run_codec_bench
+from mmar.bench.codec_systems import MmarCodecSystem
+from mmar.tasks.codec import load_codec
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_codec  # noqa: E402
@@ -44,22 +41,16 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def score(ckpt: Path, clips: list[tuple[Path, str]], bitrates: list[float]) -> dict:
-    """Mean PESQ-WB / STOI / file kbps of ``.mmc`` round trips, per bitrate, over all clips and per speaker."""
+    """``mmar bench codec``'s round trips of ``clips`` (path, speaker) with the checkpoint at each
+    bitrate → per bitrate: mean PESQ-WB, STOI, file kbps, and PESQ-WB per speaker."""
     codec = load_codec(ckpt)
+    systems = [MmarCodecSystem(codec, kbps) for kbps in bitrates]
+    r = run_codec_bench([c for c, _ in clips], systems, visqol=False, speakers=[s for _, s in clips])
     out = {}
-    for kbps in bitrates:
-        rows = []
-        for path, speaker in clips:
-            x, sr = read_mono(path, 16000)
-            data = encode_array(codec, x, sr, kbps)
-            y, _ = decode_array(codec, data)
-            rows.append((speaker, M.pesq_wb(x, y, 16000), M.stoi(x, y, 16000), 8 * len(data) / (len(x) / sr) / 1000))
-        speakers = sorted({r[0] for r in rows})
-        out[str(kbps)] = {
-            "pesq_wb": float(np.mean([r[1] for r in rows])), "stoi": float(np.mean([r[2] for r in rows])),
-            "kbps": float(np.mean([r[3] for r in rows])),
-            "per_speaker_pesq_wb": {s: float(np.mean([r[1] for r in rows if r[0] == s])) for s in speakers},
-        }
+    for system in systems:
+        entry = r["systems"][system.name]
+        out[str(system.kbps)] = {"pesq_wb": entry["mean"]["pesq_wb"], "stoi": entry["mean"]["stoi"], "kbps": entry["mean"]["kbps"],
+                                 "per_speaker_pesq_wb": {spk: m["pesq_wb"] for spk, m in entry["per_speaker"].items()}}
     return out
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.data.emoji import augment, load_split
-from mmar.tokenizers.image_vq import ImageVQ, config_from_dict, export_config, psnr, reconstruction_loss
+from mmar.tokenizers.image_vq import ImageVQ, code_usage, config_from_dict, export_config, psnr, reconstruction_loss
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, load_state, lr_at, optimizer_step, pick_device,
                            save_state, setup_distributed)
 
@@ -50,10 +49,8 @@ def evaluate(model: ImageVQ, images: torch.Tensor, batch: int = 128) -> dict[str
         scores.append(psnr(model.decode(codes), x))
         counts += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size).float()
     model.train(was_training)
-    p = counts / counts.sum().clamp_min(1)
-    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
-    return {"valid_psnr": float(torch.cat(scores).mean()), "codebook_usage": float((counts > 0).float().mean()),
-            "perplexity": math.exp(entropy)}
+    usage, perplexity = code_usage(counts)
+    return {"valid_psnr": float(torch.cat(scores).mean()), "codebook_usage": usage, "perplexity": perplexity}
 
 
 def thumbnail_psnr(images: torch.Tensor, side: int = 16) -> float:

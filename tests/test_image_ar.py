@@ -1,6 +1,5 @@
 """Caption tokenizer, caption-conditioned image AR (generation with CFG, infilling) and its recipe."""
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ from mmar.tokenizers.image_vq import ImageVQ, ImageVQConfig, export_config as vq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 import train_image_ar  # noqa: E402
+
+from recipe_helpers import losses, overridden  # noqa: E402
 
 DEBUG = json.loads((ROOT / "recipes/configs/image_ar_debug.json").read_text())
 VQ = ImageVQConfig(**json.loads((ROOT / "recipes/configs/image_vq_debug.json").read_text())["model"])  # 64 codes, 8×8
@@ -147,19 +148,10 @@ def shapes_dir(tmp_path_factory):
     return d
 
 
-def cfg(**optim):
-    c = json.loads(json.dumps(DEBUG))
-    c["optim"].update(optim)
-    return c
-
-
-def losses(out: Path) -> list[float]:
-    with open(out / "metrics.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def test_debug_run_loss_falls_and_exports(shapes_dir, ckpts, tmp_path):
-    metrics = train_image_ar.train(cfg(steps=40, lr=1e-2, warmup=2), tmp_path, shapes_dir, ckpts[1], progress=False)
+    metrics = train_image_ar.train(overridden(DEBUG, steps=40, lr=1e-2, warmup=2), tmp_path, shapes_dir, ckpts[1], progress=False)
     curve = losses(tmp_path)
     assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
     assert metrics["valid_ce"] > 0 and metrics["valid_ce_uncond"] > 0
@@ -173,7 +165,7 @@ def test_debug_run_loss_falls_and_exports(shapes_dir, ckpts, tmp_path):
 
 def test_resume_equals_uninterrupted(shapes_dir, ckpts, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    c = cfg()
+    c = overridden(DEBUG)
     c["train"]["weight_ema"] = 0.9
     train_image_ar.train(c, a, shapes_dir, ckpts[1], progress=False)
     train_image_ar.train(c, b, shapes_dir, ckpts[1], stop_after=3, progress=False)
@@ -208,7 +200,7 @@ def test_ddp_two_processes(shapes_dir, ckpts, tmp_path):
     import subprocess
 
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps(cfg(steps=3)))
+    conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29549",
                         str(ROOT / "recipes/train_image_ar.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),

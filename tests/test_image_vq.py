@@ -1,6 +1,5 @@
 """The image tokenizer (FSQ + CNN), its checkpoint builder, and its recipe on the debug config."""
 
-import csv
 import json
 import os
 import subprocess
@@ -22,6 +21,8 @@ from mmar.tokenizers.image_vq import ImageVQ, ImageVQConfig, export_config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 import train_image_vq  # noqa: E402
+
+from recipe_helpers import losses, overridden  # noqa: E402
 
 DEBUG = json.loads((ROOT / "recipes/configs/image_vq_debug.json").read_text())
 TINY = ImageVQConfig(**DEBUG["model"])
@@ -160,21 +161,10 @@ def shapes_dir(tmp_path_factory):
     return d
 
 
-def cfg(train=None, data=None, **optim):
-    c = json.loads(json.dumps(DEBUG))
-    c["optim"].update(optim)
-    c["train"].update(train or {})
-    c["data"].update(data or {})
-    return c
-
-
-def losses(out: Path) -> list[float]:
-    with open(out / "metrics.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def test_debug_run_loss_falls_and_exports(shapes_dir, tmp_path):
-    metrics = train_image_vq.train(cfg(steps=40, lr=5e-3, warmup=2), tmp_path, shapes_dir, progress=False)
+    metrics = train_image_vq.train(overridden(DEBUG, steps=40, lr=5e-3, warmup=2), tmp_path, shapes_dir, progress=False)
     curve = losses(tmp_path)
     assert len(curve) == 40
     assert sum(curve[-5:]) / 5 < 0.7 * sum(curve[:5]) / 5
@@ -189,10 +179,10 @@ def test_resume_equals_uninterrupted(shapes_dir, tmp_path):
     """With augmentation and the weight EMA on: both resume exactly too."""
     a, b = tmp_path / "a", tmp_path / "b"
     ema = {"weight_ema": 0.9}
-    train_image_vq.train(cfg(ema), a, shapes_dir, progress=False)
-    train_image_vq.train(cfg(ema), b, shapes_dir, stop_after=3, progress=False)
+    train_image_vq.train(overridden(DEBUG, ema), a, shapes_dir, progress=False)
+    train_image_vq.train(overridden(DEBUG, ema), b, shapes_dir, stop_after=3, progress=False)
     assert json.loads((b / "state.json").read_text())["step"] == 3
-    train_image_vq.train(cfg(ema), b, shapes_dir, progress=False)
+    train_image_vq.train(overridden(DEBUG, ema), b, shapes_dir, progress=False)
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys() and any(k.startswith("ema.") for k in sa)
     for k in sa:
@@ -205,7 +195,7 @@ def test_resume_equals_uninterrupted(shapes_dir, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes(shapes_dir, tmp_path):
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps(cfg(steps=3)))
+    conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
                         str(ROOT / "recipes/train_image_vq.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),

@@ -1,6 +1,5 @@
 """The codec recipe on its debug config: loss falls, resume == uninterrupted, DDP runs."""
 
-import csv
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 import train_codec  # noqa: E402
 
+from recipe_helpers import losses, overridden  # noqa: E402
+
 DEBUG = json.loads((ROOT / "recipes/configs/codec_debug.json").read_text())
 
 
@@ -31,21 +32,10 @@ def data_dir(tmp_path_factory):
     return d
 
 
-def cfg(train=None, data=None, **optim):
-    c = json.loads(json.dumps(DEBUG))
-    c["optim"].update(optim)
-    c["train"].update(train or {})
-    c["data"].update(data or {})
-    return c
-
-
-def losses(out: Path) -> list[float]:
-    with open(out / "metrics.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def test_debug_run_loss_falls_and_exports(data_dir, tmp_path):
-    train_codec.train(cfg(steps=30, lr=3e-3), tmp_path, [str(data_dir)], progress=False)
+    train_codec.train(overridden(DEBUG, steps=30, lr=3e-3), tmp_path, [str(data_dir)], progress=False)
     curve = losses(tmp_path)
     assert len(curve) == 30
     assert sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
@@ -59,10 +49,10 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     """With the weight EMA and on-the-fly augmentation on: both resume exactly too."""
     a, b = tmp_path / "a", tmp_path / "b"
     ema, aug = {"weight_ema": 0.9}, {"augment": 0.7}
-    train_codec.train(cfg(ema, aug), a, [str(data_dir)], progress=False)
-    train_codec.train(cfg(ema, aug), b, [str(data_dir)], stop_after=4, progress=False)
+    train_codec.train(overridden(DEBUG, ema, aug), a, [str(data_dir)], progress=False)
+    train_codec.train(overridden(DEBUG, ema, aug), b, [str(data_dir)], stop_after=4, progress=False)
     assert json.loads((b / "state.json").read_text())["step"] == 4
-    train_codec.train(cfg(ema, aug), b, [str(data_dir)], progress=False)
+    train_codec.train(overridden(DEBUG, ema, aug), b, [str(data_dir)], progress=False)
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -78,8 +68,8 @@ def test_decoder_only_fine_tune_keeps_the_codes(data_dir, tmp_path):
     files and models made with the old codes stay valid."""
     from mmar.tasks.codec import load_codec
 
-    train_codec.train(cfg(), tmp_path / "base", [str(data_dir)], progress=False)
-    train_codec.train(cfg({"freeze": ["encoder", "quantizer"]}), tmp_path / "ft", [str(data_dir)], progress=False,
+    train_codec.train(overridden(DEBUG), tmp_path / "base", [str(data_dir)], progress=False)
+    train_codec.train(overridden(DEBUG, {"freeze": ["encoder", "quantizer"]}), tmp_path / "ft", [str(data_dir)], progress=False,
                       init=tmp_path / "base/export")
     old_loaded, new_loaded = load_codec(tmp_path / "base/export"), load_codec(tmp_path / "ft/export")
     old, new = old_loaded.model, new_loaded.model
@@ -98,7 +88,7 @@ def test_decoder_only_fine_tune_keeps_the_codes(data_dir, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes(data_dir, tmp_path):
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps(cfg(steps=3)))
+    conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                         str(ROOT / "recipes/train_codec.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
@@ -117,7 +107,7 @@ def test_ablation_harness_scores_each_variant_once(data_dir, tiny_codec_dir, tmp
     valid.mkdir(parents=True)
     sf.write(valid / "u0.wav", speechlike(1.5, seed=42), 16000)
     base = tmp_path / "base.json"
-    base.write_text(json.dumps(cfg(data={"train": [str(data_dir)]})))
+    base.write_text(json.dumps(overridden(DEBUG, data={"train": [str(data_dir)]})))
     conf = tmp_path / "ablation.json"
     conf.write_text(json.dumps({"base": str(base), "valid": str(tmp_path / "valid"), "bitrates": [1.5], "steps": 3,
                                 "variants": [{"name": "reference", "steps": 0, "init": str(tiny_codec_dir)},

@@ -22,6 +22,7 @@ from ..data.emoji import load_split
 from ..generation import SamplingConfig
 from ..tasks.image import check_pair, generate_codes, load_image_ar, load_image_tokenizer
 from ..text.captions import words
+from ..tokenizers.image_vq import code_usage, to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,7 +78,7 @@ def run_image_bench(data: Path, tokenizer: Path | None = None, split: str = "tes
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
     codes = torch.cat([model.encode(x[i : i + 256]).codes for i in range(0, len(x), 256)])
     recon = torch.cat([model.decode(codes[i : i + 256]) for i in range(0, len(codes), 256)])
-    recon = (recon.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    recon = to_uint8(recon)
     cells = int(np.prod(codes.shape[1:]))
     budget = math.ceil(cells * math.log2(model.codebook_size) / 8)
     rows: dict[str, list[tuple[float, float, int]]] = {"tokenizer": [], "jpeg": [], "webp": []}
@@ -88,14 +89,12 @@ def run_image_bench(data: Path, tokenizer: Path | None = None, split: str = "tes
             rows[fmt].append((psnr(dec, img), ssim(dec, img), n))
         if log and (i + 1) % 100 == 0:
             log(f"{i + 1}/{len(images)} images")
-    counts = torch.bincount(codes.flatten(), minlength=model.codebook_size).double()
-    p = counts / counts.sum()
+    usage, perplexity = code_usage(torch.bincount(codes.flatten(), minlength=model.codebook_size))
     groups = sorted({e["group"] for e in entries})
     result = {
         "split": split, "images": len(images), "bytes_per_image_tokens": budget, "grid": list(codes.shape[2:]),
         "tokenizer": {"model": tok.model_id, "weights": tok.weights},
-        "codebook_usage": float((counts > 0).double().mean()),
-        "perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
+        "codebook_usage": usage, "perplexity": perplexity,
         "systems": {},
     }
     for name, r in rows.items():
@@ -158,7 +157,7 @@ def run_generation_bench(data: Path, checkpoint: Path | None = None, tokenizer: 
             codes = torch.cat([generate_codes(ar, captions[i : i + 16], replace(sampling, cfg_scale=cfg), seed)
                                for i in range(0, len(chosen), 16)])
             seconds = (time.perf_counter() - t0) / len(chosen)
-            imgs = (tok.model.decode(codes).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            imgs = to_uint8(tok.model.decode(codes))
             d = ((_thumbs(imgs)[:, None, :] - bank_t[None]) ** 2).sum(-1)
             nearest = [bank[j] for j in d.argmin(1)]
             result["scores"][f"{split}@cfg{cfg:g}"] = {

@@ -4,6 +4,7 @@ path: ``error: <one line>`` on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 
@@ -28,6 +29,15 @@ def version() -> str:
         from .. import __version__
 
         return __version__
+
+
+def print_info(info: dict, as_json: bool, width: int = 24, none: str = "None") -> None:
+    """Print ``info`` as indented JSON, or as aligned ``key value`` lines (``none`` for missing values)."""
+    if as_json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:<{width}} {none if v is None else v}")
 
 
 def build_parser() -> argparse.ArgumentParser:

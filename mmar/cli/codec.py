@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from ..errors import MmarError
+from . import print_info
 
 
 def _codec(args):
@@ -88,11 +88,7 @@ def _info(args: argparse.Namespace) -> int:
         info["lm"] = h.extra.get("lm")
         info["rdo_lambda"] = h.extra.get("rdo", 0.0)
         info["bits_model_crossentropy"] = round(_crossentropy(args), 1) if args.crossentropy else None
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        for k, v in info.items():
-            print(f"{k:<24} {v}")
+    print_info(info, args.json, 24)
     return 0
 
 

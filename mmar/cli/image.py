@@ -11,11 +11,11 @@ existing file without -f. Checkpoints: --checkpoint (image-ar-64) and
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 from ..errors import MmarError
+from . import print_info
 
 MAX_NUM = 64
 
@@ -142,11 +142,7 @@ def _info(args) -> int:
         info |= {"model": ar.model_id, "model_weights": ar.weights, "model_parameters": ar.parameters(),
                  "model_size": f"dim {c.dim}, {c.n_layers} layers, {c.n_heads} heads", "steps_per_image": ar.tokens,
                  "caption_words": len(ar.vocab) - 3, "caption_max_words": ar.vocab.max_len, "max_spans": ar.ids.max_spans}
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        for k, v in info.items():
-            print(f"{k:<22} {'not found' if v is None else v}")
+    print_info(info, args.json, 22, none="not found")
     return 0
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_write, write_json
-from ..errors import MmarError
+from ..errors import MmarError, command
 
 FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
@@ -297,6 +297,7 @@ def makeup(index: dict) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/emoji"))
@@ -307,11 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N emoji of emoji-test.txt (quick checks)")
     ap.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
     args = ap.parse_args(argv)
-    try:
-        index = build(args.out, args.size, args.seed, args.font, args.emoji_test, args.force, args.limit)
-    except MmarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    index = build(args.out, args.size, args.seed, args.font, args.emoji_test, args.force, args.limit)
     print(makeup(index))
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write, write_json
-from ..errors import MmarError
+from ..errors import MmarError, command
 
 RATE = 16000
 CHUNK_S = 60.0
@@ -112,6 +112,7 @@ def pack(corpus: Path, out: Path, max_mib: float = 24.0, kbps: float = 16.0, spl
     return m
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Pack train+valid speech as Opus for a GPU machine.")
     ap.add_argument("--corpus", type=Path, default=Path("data/prep"))
@@ -120,11 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kbps", type=float, default=16.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        m = pack(args.corpus, args.out, args.max_mib, args.kbps, seed=args.seed)
-    except MmarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    m = pack(args.corpus, args.out, args.max_mib, args.kbps, seed=args.seed)
     for name, e in m["speakers"].items():
         print(f"{e['split']:<6}{name:<24}{e['packed_minutes']:>7.1f} of {e['minutes']:>6.1f} min  {e['files']:>3} files")
     print(f"packed {m['minutes']:.1f} min ({m['share']:.0%} of the corpus) in {m['mib']:.1f} MiB at {m['kbps']:g} kb/s → {args.out}")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write, write_json
-from ..errors import MmarError
+from ..errors import MmarError, command
 from .augment import median_f0, pitch_shift
 from .speech_sources import (ALSA, FILLETS, RATE, SOUNDS, Source, all_sources, decode, fetch_sdist, source_files,
                              wav_bytes)
@@ -315,6 +315,7 @@ def build(out: Path, synth_minutes: float = 30.0, limit: int | None = None, augm
     return m
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build speech corpus v2 (train/valid/test) from Debian packages.")
     ap.add_argument("--out", type=Path, default=Path("data/prep"))
@@ -325,11 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--offline", action="store_true", help="never fetch the pocketsphinx sdist from PyPI")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        m = build(args.out, args.synth_minutes, args.limit, args.augment_minutes, args.cache, not args.offline, args.seed)
-    except MmarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    m = build(args.out, args.synth_minutes, args.limit, args.augment_minutes, args.cache, not args.offline, args.seed)
     print(table(m))
     return 0
 

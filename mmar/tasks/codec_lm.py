@@ -55,9 +55,7 @@ def build_models(cfg: dict) -> tuple[CausalTransformer, CausalTransformer]:
 def load_lm(path: Path | None = None) -> LoadedLM:
     """Load a ``speech_lm`` checkpoint directory (default: ``speech-lm-16k`` from the checkpoint search path)."""
     path = find_checkpoint("speech-lm-16k", path)
-    state, cfg, digest = load_pretrained(path)
-    if cfg.get("kind") != "speech_lm":
-        raise MmarError(f"{path} holds a {cfg.get('kind')!r} checkpoint, not a speech LM")
+    state, cfg, digest = load_pretrained(path, kind="speech_lm")
     ent, fine = build_models(cfg)
     try:
         ent.load_state_dict(substate(state, "entropy."))

@@ -16,11 +16,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import find_checkpoint, inference_state, load_pretrained
+from ..checkpoint import check_weights_fit, find_checkpoint, load_pretrained
 from ..errors import MmarError
 from .base import Encoded, LoadedTokenizer, Tokenizer, register_tokenizer
 from .fsq import FSQ
@@ -181,6 +182,18 @@ def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor, l1: float = 1.0
     return loss, terms
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """images float [B, 3, H, W] in [0, 1] → uint8 [B, H, W, 3] (clamped, rounded)."""
+    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def code_usage(counts: torch.Tensor) -> tuple[float, float]:
+    """Occurrences of each code [V] → (share of codes used, perplexity of their distribution)."""
+    p = counts.double() / counts.sum().clamp_min(1)
+    nz = p[p > 0]
+    return float((counts > 0).double().mean()), float(torch.exp(-(nz * nz.log()).sum()))
+
+
 def psnr(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of images [B, 3, H, W] in [0, 1] → [B] (rec is clamped to [0, 1])."""
     mse = (rec.clamp(0, 1) - target).pow(2).flatten(1).mean(1)
@@ -220,15 +233,7 @@ def config_from_dict(config: dict, where: str = "config") -> ImageVQConfig:
 def _config(path: Path, config: dict, state: dict[str, torch.Tensor]) -> ImageVQConfig:
     """Bounded config whose model has exactly the weights' shapes (checked on the meta device)."""
     cfg = config_from_dict(config, str(path))
-    try:
-        with torch.device("meta"):
-            shapes = {k: v.shape for k, v in inference_state(ImageVQ(cfg)).items()}
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise MmarError(f"{path}: config.json does not describe an image tokenizer ({str(e).splitlines()[0][:80]})") from None
-    wrong = [k for k, shape in shapes.items() if k not in state or state[k].shape != shape]
-    extra = sorted(set(state) - set(shapes))
-    if wrong or extra:
-        raise MmarError(f"{path}: weights do not match the config (e.g. {(wrong or extra)[0]})")
+    check_weights_fit(path, lambda: ImageVQ(cfg), state, "an image tokenizer")
     return cfg
 
 

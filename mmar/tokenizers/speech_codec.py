@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import find_checkpoint, inference_state, load_pretrained
+from ..checkpoint import check_weights_fit, find_checkpoint, inference_state, load_pretrained
 from ..errors import MmarError
 from .base import AudioTokenizer, Encoded, LoadedTokenizer, register_tokenizer
 from .rvq import ResidualVQ, RVQOutput
@@ -339,14 +339,7 @@ def _config(path: Path, config: dict, state: dict[str, torch.Tensor]) -> CodecCo
     cfg = CodecConfig(**fields)
     if cfg.hop > cfg.n_fft or cfg.n_fft % cfg.hop or cfg.sample_rate % cfg.hop:
         raise MmarError(f"{path}: config hop {cfg.hop} must divide n_fft {cfg.n_fft} and sample_rate {cfg.sample_rate}")
-    try:
-        with torch.device("meta"):
-            shapes = {k: v.shape for k, v in inference_state(SpeechCodec(cfg)).items()}
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise MmarError(f"{path}: config.json does not describe a codec ({str(e).splitlines()[0][:80]})") from None
-    wrong = [k for k, shape in shapes.items() if k not in state or state[k].shape != shape]
-    if wrong or len(state) > len(shapes) + 64:
-        raise MmarError(f"{path}: weights do not match the config (e.g. {(wrong or sorted(set(state) - set(shapes)))[0]})")
+    check_weights_fit(path, lambda: SpeechCodec(cfg), state, "a codec", spare=64)
     return cfg
 
 
