@@ -142,3 +142,11 @@ def test_benchmark_clips(tmp_path):
     clips = make_clips([tmp_path / "a", tmp_path / "b"], tmp_path / "out", per_speaker=2, seconds=3.0)
     assert len(clips) == 4
     assert all(sf.info(str(c)).duration == pytest.approx(3.0) for c in clips)
+
+
+def test_pack_without_a_corpus_is_one_error_line(tmp_path, capsys):
+    from mmar.data import pack
+
+    assert pack.main(["--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "gpu")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "manifest.json" in err and err.count("\n") == 1

@@ -76,8 +76,12 @@ def pack(corpus: Path, out: Path, max_mib: float = 24.0, kbps: float = 16.0, spl
     """Write the packed corpus → its manifest."""
     if shutil.which("opusenc") is None:
         raise MmarError("opusenc not found: apt-get install opus-tools")
-    src_manifest = json.loads((Path(corpus) / "manifest.json").read_text())
-    speakers = {n: e for n, e in src_manifest["speakers"].items() if e["split"] in splits}
+    manifest = Path(corpus) / "manifest.json"
+    try:
+        src_manifest = json.loads(manifest.read_text())
+        speakers = {n: e for n, e in src_manifest["speakers"].items() if e["split"] in splits}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise MmarError(f"{manifest} is missing or damaged: build the corpus with python -m mmar.data.packaged_speech --out {corpus}") from None
     if not speakers:
         raise MmarError(f"no {'/'.join(splits)} speakers in {corpus}/manifest.json")
     total_s = sum(e["minutes"] * 60 + e["utterances"] * GAP_S for e in speakers.values())
