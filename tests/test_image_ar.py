@@ -202,7 +202,7 @@ def test_ddp_two_processes(shapes_dir, ckpts, tmp_path):
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29549",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "recipes/train_image_ar.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
                         "--data", str(shapes_dir), "--tokenizer-checkpoint", str(ckpts[1])],
                        env=env, capture_output=True, text=True, timeout=300)

@@ -90,7 +90,7 @@ def test_ddp_two_processes(data_dir, tmp_path):
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "recipes/train_codec.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
                         "--data", str(data_dir)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
