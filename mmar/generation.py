@@ -19,7 +19,7 @@ the unconditional rows second ([2B, ...]); both halves receive the same sampled 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -235,18 +235,22 @@ def decode_loop(stepper: Stepper, logits: torch.Tensor, steps: int, choose: Choo
 
 
 @torch.no_grad()
-def fill_spans(stepper: Stepper, logits: torch.Tensor, lengths: list[int], marks: list[torch.Tensor], choose: Chooser,
-               stop: StopRule | None = None) -> list[Generated]:
+def fill_spans(stepper: Stepper, logits: torch.Tensor, lengths: list[int], marks: list[torch.Tensor],
+               choose: Chooser | Sequence[Chooser], stop: StopRule | None = None) -> list[Generated]:
     """Infilling (CM3 / VoiceCraft): after a prompt that ends with the first span's announcing
     mask step, generate span after span. Span i gets up to ``lengths[i]`` steps (a ``stop`` rule
     may end it sooner, e.g. on eog); before span i > 0 the stepper is fed ``marks[i]`` [B, K, 1],
-    the mask step announcing it. ``logits`` [B, K, V] predict span 0's first step.
+    the mask step announcing it. ``logits`` [B, K, V] predict span 0's first step. ``choose``:
+    one chooser for every span, or one per span (e.g. rails that know each span's content).
     → one :class:`Generated` per span."""
+    choosers = list(choose) if isinstance(choose, Sequence) else [choose] * len(lengths)
+    if len(choosers) != len(lengths):
+        raise ValueError(f"{len(choosers)} choosers for {len(lengths)} spans")
     out = []
     for i, n in enumerate(lengths):
         if i:
             logits = last_logits(stepper(codes=marks[i]))
-        out.append(decode_loop(stepper, logits, n, choose, stop, feed_last=i + 1 < len(lengths)))
+        out.append(decode_loop(stepper, logits, n, choosers[i], stop, feed_last=i + 1 < len(lengths)))
         logits = out[-1].logits
     return out
 

@@ -52,10 +52,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16 autocast on a GPU; nothing on the CPU (where training stays float32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, enabled: bool = True, cpu_bfloat16: bool = False):
+    """bfloat16 autocast on a GPU; on the CPU only with ``cpu_bfloat16`` (else training stays float32)."""
+    if enabled and (device.type == "cuda" or (cpu_bfloat16 and device.type == "cpu")):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

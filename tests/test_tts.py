@@ -1,0 +1,227 @@
+"""TTS / speech editing: marker layout, rails, cached == uncached, edits copy what they keep, recipe."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmar.checkpoint import inference_state, save_pretrained
+from mmar.data.tts_corpus import Utterance, phone_frames, write_split
+from mmar.errors import MmarError
+from mmar.generation import SamplingConfig
+from mmar.tasks import tts as T
+from mmar.text.arpabet import PAUSE, PHONES
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+import train_tts  # noqa: E402
+
+from recipe_helpers import losses, overridden  # noqa: E402
+
+DEBUG = json.loads((ROOT / "recipes/configs/tts_debug.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def random_utterance(rng: np.random.Generator, levels: int = 3) -> Utterance:
+    """A fake utterance: a few phones, each 1–6 frames of codes that depend on the phone (learnable)."""
+    n = int(rng.integers(4, 9))
+    phones = rng.integers(0, len(PHONES), n).astype(np.uint8)
+    lengths = rng.integers(1, 7, n)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+    codes = np.concatenate([np.repeat((int(phones[i]) * 17 + np.arange(levels)[:, None] * 5) % 1024, lengths[i], 1)
+                            for i in range(n)], 1).astype(np.int16)
+    return Utterance(codes, phones, starts, {"text": "x", "voice": "slt", "name": "slt", "f0": 1.0, "stretch": 1.0, "shift": 0})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tts_corpus")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("valid", 8)):
+        write_split(d, split, [random_utterance(rng) for _ in range(n)])
+    return d
+
+
+@pytest.fixture(scope="module")
+def tts():
+    torch.manual_seed(0)
+    config = T.export_config(DEBUG["model"], 3, max_phone_frames=6)
+    m = T.from_config(config)
+    m.model.eval()
+    return m
+
+
+def voice(tts, n_phones: int = 5, seed: int = 0) -> T.Voice:
+    u = random_utterance(np.random.default_rng(seed))
+    return T.Voice(torch.from_numpy(u.codes).long(), torch.from_numpy(u.phones).long(), torch.from_numpy(u.starts).long())
+
+
+# -- layout ------------------------------------------------------------------------------------
+def test_interleave_round_trip_and_marker_spans(tts):
+    v = voice(tts)
+    frames = T.interleave(tts, v.codes, v.phones, v.starts)
+    assert frames.shape == (3, v.codes.shape[1] + len(v.phones))
+    codes, phones, starts = T.deinterleave(tts, frames)
+    assert torch.equal(codes, v.codes) and torch.equal(phones, v.phones) and torch.equal(starts, v.starts)
+    spans = T.marker_spans(tts, frames, [(1, 3)])
+    assert frames[0, spans[0][0]] == tts.marker_base + v.phones[1]
+    assert spans[0][1] == int(v.starts[3]) + 3  # phone 3's marker, after 3 earlier markers
+
+
+def test_training_rows_restore_to_the_frames(tts):
+    gen = torch.Generator().manual_seed(0)
+    rows = [(torch.from_numpy(u.codes).long(), torch.from_numpy(u.phones).long(), torch.from_numpy(u.starts).long())
+            for u in (random_utterance(np.random.default_rng(i)) for i in range(6))]
+    stream, lengths, prefix = T.training_batch(tts, rows, [True, False] * 3, gen)
+    assert prefix.shape[0] == 6 and bool((prefix[:, -1] > 0).all())  # left-padded
+    for i, (c, p, s) in enumerate(rows):
+        frames, spans = tts.layout.restore_row(stream[i, :, : int(lengths[i])])
+        assert torch.equal(frames, T.interleave(tts, c, p, s))
+        assert (len(spans) > 0) == (i % 2 == 0)
+        assert all(frames[0, a] >= tts.marker_base for a, _ in spans)  # spans start at a marker
+
+
+def test_joint_model_is_causal_after_the_prefix(tts):
+    gen = torch.Generator().manual_seed(1)
+    rows = [(torch.from_numpy(u.codes).long(), torch.from_numpy(u.phones).long(), torch.from_numpy(u.starts).long())
+            for u in [random_utterance(np.random.default_rng(3))]]
+    stream, _, prefix = T.training_batch(tts, rows, [False], gen)
+    with torch.no_grad():
+        a = tts.model(codes=stream, prefix=prefix)
+        changed = stream.clone()
+        changed[:, :, 10:] = (changed[:, :, 10:] + 1) % 1024
+        b = tts.model(codes=changed, prefix=prefix)
+        p = prefix.shape[1]
+        assert torch.allclose(a[:, : p + 10], b[:, : p + 10], atol=1e-5)
+        assert not torch.allclose(a[:, p + 10 :], b[:, p + 10 :])
+        other = prefix.clone()
+        other[0, -1] = (other[0, -1] % len(PHONES)) + 1
+        c = tts.model(codes=stream, prefix=other)
+        assert not torch.allclose(a[:, 0], c[:, 0])  # the prefix is bidirectional: its first position sees the last
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def check_rails(tts, tokens: torch.Tensor, end_id: int, phones: torch.Tensor) -> None:
+    """One generated segment [K, S] (ended): only level 0 ends first, the cascade follows, phones in
+    order, every phone 1..max frames."""
+    frames = tts.layout.delay.revert(tokens[None])[0]  # [K, F]
+    ends = [(frames[k] == end_id).nonzero().flatten().tolist() for k in range(3)]
+    assert all(e == ends[0] for e in ends) and len(ends[0]) == 1, ends  # one end frame, the same at every level
+    body = frames[:, : ends[0][0]]
+    codes, got, starts = T.deinterleave(tts, body)
+    assert torch.equal(got, phones)
+    durations = torch.diff(torch.cat([starts, torch.tensor([codes.shape[1]])]))
+    assert int(durations.min()) >= 1 and int(durations.max()) <= tts.max_phone_frames
+    assert int(codes.max()) < 1024
+    marker = body[0] >= tts.marker_base
+    assert bool((body[1:, marker] == tts.ids.empty).all())
+
+
+@pytest.mark.parametrize("prompted", [True, False])
+def test_tts_rails_order_bound_and_end(tts, prompted):
+    v = voice(tts) if prompted else None
+    phones = torch.tensor([0, 5, 9, 12, 0])
+    for seed in range(3):
+        outs = T.synthesize_codes(tts, phones, v, num_samples=2, seed=seed)
+        for o in outs:
+            n = o.shape[1]
+            assert len(phones) <= n <= len(phones) * tts.max_phone_frames + (tts.max_phone_frames if prompted else 0)
+
+
+def test_rails_hold_on_raw_tokens(tts):
+    phones = torch.tensor([3, 7, 0])
+    rails = T.PhoneRails(tts, torch.zeros(3, 0, dtype=torch.long), phones, tts.ids.eos)
+    from mmar.generation import CachedStepper, Sampler, StopRule, decode_loop, last_logits
+
+    prefix = T.prefix_batch([phones])
+    st = CachedStepper(tts.model, 1, 200)
+    g = decode_loop(st, last_logits(st(prefix=prefix)), rails.max_steps(), Sampler(SamplingConfig(), torch.Generator().manual_seed(0), allowed=rails),
+                    StopRule(tts.ids.eos, level=2, fill_id=tts.ids.empty))
+    assert bool(g.finished[0])
+    check_rails(tts, g.tokens[0, :, : int(g.lengths[0])], tts.ids.eos, phones)
+
+
+def test_cached_equals_uncached(tts):
+    v = voice(tts, seed=4)
+    phones = torch.tensor([0, 5, 9, 0])
+    a = T.synthesize_codes(tts, phones, v, num_samples=2, seed=7)
+    b = T.synthesize_codes(tts, phones, v, num_samples=2, seed=7, cached=False)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_edit_keeps_codes_outside_the_spans(tts):
+    v = voice(tts, seed=5)
+    n = len(v.phones)
+    new = [torch.tensor([4, 4]), torch.tensor([9])]
+    ranges = [(1, 2), (n - 2, n - 1)]
+    all_phones = torch.cat([v.phones[:1], new[0], v.phones[2 : n - 2], new[1], v.phones[n - 1 :]])
+    for seed in range(3):
+        codes, old, got = T.edit_codes(tts, v, ranges, new, all_phones, seed=seed)
+        assert torch.equal(codes[:, : got[0][0]], v.codes[:, : old[0][0]])
+        assert torch.equal(codes[:, got[0][1] : got[1][0]], v.codes[:, old[0][1] : old[1][0]])
+        assert torch.equal(codes[:, got[1][1] :], v.codes[:, old[1][1] :])
+        assert got[0][1] - got[0][0] >= 2 and got[1][1] - got[1][0] >= 1
+
+
+def test_bad_prompts_and_sampling(tts):
+    v = voice(tts)
+    with pytest.raises(MmarError, match="malformed"):
+        T.check_voice(tts, T.Voice(v.codes[:2], v.phones, v.starts))
+    with pytest.raises(MmarError, match="malformed"):
+        T.check_voice(tts, T.Voice(v.codes, v.phones, v.starts.flip(0)))
+    with pytest.raises(MmarError, match="guidance"):
+        T.synthesize_codes(tts, torch.tensor([1, 2]), v, sampling=SamplingConfig(cfg_scale=2.0))
+    with pytest.raises(MmarError, match="nothing to say"):
+        T.synthesize_codes(tts, torch.tensor([], dtype=torch.long), v)
+    with pytest.raises(MmarError, match="unknown"):
+        tts.phone_index(["hh", "zz"])
+    config = T.export_config(DEBUG["model"], 3)
+    for change in ({"kind": "image_ar"}, {"levels": 0}, {"phones": ["a", "a"]}, {"model": {"dim": 10**9}},
+                   {"max_phone_frames": 0}, {"default_voice": [1]}):
+        with pytest.raises(MmarError):
+            T.from_config(config | change)
+
+
+def test_phone_frames_gives_every_phone_a_frame():
+    ids, starts = phone_frames([(PAUSE, 0.1), ("hh", 0.1), ("ah", 0.104), ("l", 0.3)], 16)
+    assert [PHONES[i] for i in ids] == [PAUSE, "hh", "ah", "l"]
+    assert starts.tolist() == [0, 5, 6, 7]
+    assert phone_frames([(PAUSE, 0.01), ("hh", 0.02), ("ah", 0.03)], 2) is None  # 3 phones cannot fit in 2 frames
+
+
+# -- recipe ------------------------------------------------------------------------------------
+def test_debug_run_loss_falls_and_exports(corpus, tmp_path):
+    metrics = train_tts.train(overridden(DEBUG, steps=60, lr=1e-2, warmup=2), tmp_path, corpus, progress=False)
+    curve = losses(tmp_path)
+    assert len(curve) == 60 and sum(curve[-5:]) / 5 < 0.7 * sum(curve[:5]) / 5
+    assert metrics["valid_ce0"] > 0 and "ce0_wrong_text" in metrics
+    tts = T.load_tts(tmp_path / "export")
+    v = T.Voice.from_dict(tts.default_voice, tts)
+    assert T.synthesize_codes(tts, torch.tensor([0, 3, 0]), v)[0].shape[0] == 3
+
+
+def test_resume_equals_uninterrupted(corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    c = overridden(DEBUG)
+    train_tts.train(c, a, corpus, progress=False)
+    train_tts.train(c, b, corpus, stop_after=3, progress=False)
+    assert json.loads((b / "state.json").read_text())["step"] == 3
+    train_tts.train(c, b, corpus, progress=False)
+    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert losses(a) == losses(b)
+    assert (a / "export/model.safetensors").read_bytes() == (b / "export/model.safetensors").read_bytes()
