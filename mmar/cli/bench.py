@@ -83,6 +83,24 @@ def _bench_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_tts(args: argparse.Namespace) -> int:
+    from ..atomic import write_json
+    from ..bench.tts import format_table, run_tts_bench
+    from ..generation import SamplingConfig
+    from ..tasks.codec import load_codec
+    from ..tasks.speak import Speaker
+    from ..tasks.tts import load_tts
+
+    if args.limit is not None and args.limit < 1:
+        raise MmarError("--limit must be at least 1")
+    sp = Speaker(load_tts(args.checkpoint), load_codec(args.codec_checkpoint))
+    result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, SamplingConfig(top_k=args.top_k))
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bsub = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
@@ -104,3 +122,13 @@ def add_parser(sub) -> None:
     i.add_argument("--checkpoint", type=Path, default=None, help="image model for --generation (default: image-ar-64)")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
+    t = bsub.add_parser("tts", help="zero-shot TTS and editing on unseen sentences and voices (WER, similarity, RTF)")
+    t.add_argument("--data", type=Path, default=Path("data/tts"), help="TTS corpus (python -m mmar.data.tts_corpus)")
+    t.add_argument("--limit", type=int, help="the first N test utterances of each voice")
+    t.add_argument("--uncached", type=int, default=3, help="sentences timed without the kv-cache (slow)")
+    t.add_argument("--top-k", type=int, default=50)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", type=Path, default=None, help="tts checkpoint (default: tts-16k)")
+    t.add_argument("--codec-checkpoint", type=Path, default=None)
+    t.add_argument("--json", type=Path)
+    t.set_defaults(func=_bench_tts)
