@@ -113,9 +113,10 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     levels = dc["levels"]
     rows, meta = load_rows(root, "train", levels)
     valid = load_rows(root, "valid", levels)[0][: dc.get("valid_max", 150)] if dist_info.main else []
-    codec_weights = load_codec().weights if dc.get("codec_identity", True) else ""
-    config = export_config(mc, levels, codec_weights, dc.get("max_phone_frames", 40),
-                           default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"))
+    codec = load_codec() if dc.get("codec_identity", True) else None
+    config = export_config(mc, levels, codec.weights if codec else "", dc.get("max_phone_frames", 40),
+                           default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"),
+                           codec.model.codebook_size if codec else 1024)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc["seed"])
     tts = from_config(config)

@@ -225,3 +225,15 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
         assert torch.equal(sa[k], sb[k]), k
     assert losses(a) == losses(b)
     assert (a / "export/model.safetensors").read_bytes() == (b / "export/model.safetensors").read_bytes()
+
+
+def make_tts_checkpoint(root: Path) -> Path:
+    """A tiny random TTS checkpoint (3 levels of 1024 codes, ≤ 6 frames per phone) with a default voice."""
+    u = random_utterance(np.random.default_rng(11))
+    voice = {"codes": u.codes.astype(int).tolist(), "phones": u.phones.astype(int).tolist(), "starts": u.starts.astype(int).tolist(),
+             "text": "a random voice"}
+    config = T.export_config(DEBUG["model"], 3, max_phone_frames=6, default_voice=voice, name="tts-tiny")
+    torch.manual_seed(2)
+    d = root / "tts-tiny"
+    save_pretrained(inference_state(T.from_config(config).model), config, d)
+    return d

@@ -82,10 +82,10 @@ class TTSModel:
 
 # -- config / checkpoint ------------------------------------------------------------------------
 def export_config(model: dict, levels: int, codec_weights: str = "", max_phone_frames: int = 40,
-                  default_voice: dict | None = None, name: str = NAME) -> dict:
+                  default_voice: dict | None = None, name: str = NAME, codebook_size: int = 1024) -> dict:
     """The ``config.json`` of a TTS checkpoint (kind ``tts``)."""
     return {"kind": "tts", "name": name, "model": {k: model[k] for k in _MODEL_BOUNDS if k in model},
-            "phones": list(PHONES), "levels": levels, "codebook_size": 1024, "max_spans": 3,
+            "phones": list(PHONES), "levels": levels, "codebook_size": codebook_size, "max_spans": 3,
             "max_phone_frames": max_phone_frames, "codec": {"weights": codec_weights},
             "default_voice": default_voice or {}}
 
