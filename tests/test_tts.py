@@ -237,3 +237,18 @@ def make_tts_checkpoint(root: Path) -> Path:
     d = root / "tts-tiny"
     save_pretrained(inference_state(T.from_config(config).model), config, d)
     return d
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(corpus, tmp_path):
+    import os
+    import subprocess
+
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "recipes/train_tts.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
+                        "--data", str(corpus)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "ddp/export/model.safetensors").exists() and len(losses(tmp_path / "ddp")) == 3
