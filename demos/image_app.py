@@ -1,5 +1,5 @@
-"""Gradio demo of mmar's images: caption → samples, infill a box of an image, and the tokenizer's
-reconstruction.
+"""Gradio demo of mmar's images: caption → samples, infill what a brush paints over (or a box) of
+an image, and the tokenizer's reconstruction.
 
     python demos/image_app.py [--checkpoint DIR] [--tokenizer-checkpoint DIR] [--port 7861]
 
@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from mmar.errors import MmarError, command, require
 from mmar.generation import SamplingConfig
 from mmar.tokenizers.image_vq import to_uint8
 from mmar.tasks.image import (check_pair, generate_codes, infill_codes, load_image, load_image_ar, load_image_tokenizer,
-                              pixel_box_to_grid)
+                              pixel_box_to_grid, pixel_mask_to_grid)
 
 MAX_UPLOAD = "5mb"
 MAX_COUNT = 16
@@ -60,14 +63,26 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
             return list(to_uint8(tok.model.decode(codes)))
 
     @errors_to_gradio
-    def infill(image_path: str | None, box: str, caption: str, seed: int):
-        if not image_path:
+    def infill(editor: dict | None, box: str, caption: str, seed: int):
+        background = (editor or {}).get("background")
+        if background is None:
             raise MmarError("upload an image first")
-        loaded = load_image(Path(image_path), tok.cfg.image_size)
-        grid_box = pixel_box_to_grid(_box(box), loaded, ar.grid)
+        with tempfile.TemporaryDirectory() as tmp:  # the uploaded pixels go through the CLI's reader
+            path = Path(tmp) / "in.png"
+            Image.fromarray(np.asarray(background, dtype=np.uint8)).save(path)
+            loaded = load_image(path, tok.cfg.image_size)
+        if box.strip():
+            region = pixel_box_to_grid(_box(box), loaded, ar.grid)
+        else:
+            strokes = [np.asarray(layer) for layer in (editor.get("layers") or []) if layer is not None]
+            if not strokes:
+                raise MmarError("draw over the part to regenerate, or give a box")
+            mask = np.any([s[..., 3] > 0 if s.ndim == 3 and s.shape[-1] == 4 else s.astype(bool).any(-1) if s.ndim == 3
+                           else s > 0 for s in strokes], axis=0)
+            region = pixel_mask_to_grid(mask, loaded, ar.grid)
         with torch.no_grad():
             codes = tok.model.encode(loaded.image).codes
-            filled = infill_codes(ar, codes, grid_box, [caption or ""], SamplingConfig(top_k=50, cfg_scale=1.5), int(seed))
+            filled = infill_codes(ar, codes, region, [caption or ""], SamplingConfig(top_k=50, cfg_scale=1.5), int(seed))
             return to_uint8(tok.model.decode(filled))[0]
 
     @errors_to_gradio
@@ -94,9 +109,10 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
             go.click(generate, [caption, cfg, temperature, top_k, seed, count], gallery, api_name="generate")
         with gr.Tab("Infill"):
             with gr.Row():
-                source = gr.Image(type="filepath", label="image")
+                source = gr.ImageEditor(type="numpy", label="image: brush over the part to regenerate",
+                                        brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"), layers=False)
                 filled = gr.Image(label="infilled", elem_id="infilled")
-            box = gr.Textbox(value="16,16,48,48", label="box X0,Y0,X1,Y1 in the image's pixels")
+            box = gr.Textbox(value="", label="or a box X0,Y0,X1,Y1 in the image's pixels (used when given)")
             caption2 = gr.Textbox(value="", label="caption (optional)")
             seed2 = gr.Number(value=0, precision=0, label="seed")
             gr.Button("Infill", variant="primary").click(infill, [source, box, caption2, seed2], filled, api_name="infill")

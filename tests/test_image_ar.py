@@ -104,6 +104,23 @@ def test_infill_keeps_tokens_outside_the_box(ckpts, box):
     assert torch.equal(out, ti.infill_codes(ar, codes, box, ["fox", ""], s, seed=3, cached=False))
 
 
+def test_mask_infill_keeps_every_unmasked_token_it_can(ckpts):
+    ar = ti.load_image_ar(ckpts[0])
+    codes = torch.randint(0, 64, (1, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[1, 2], mask[3, 3:6], mask[6, 0] = True, True, True  # three runs: one span each
+    spans = ti.mask_spans(ar.grid, mask.flatten(), 8)
+    assert spans == [(10, 11), (27, 30), (48, 49)]
+    out = ti.infill_codes(ar, codes, mask.flatten(), None, SamplingConfig(), seed=0)
+    assert torch.equal(out[..., ~mask], codes[..., ~mask])
+    many = torch.zeros(64, dtype=torch.bool)
+    many[::5] = True  # 13 runs: merged down to 8 spans that cover them all
+    merged = ti.mask_spans(ar.grid, many, 8)
+    assert len(merged) == 8 and all(any(a <= i < b for a, b in merged) for i in range(0, 64, 5))
+    with pytest.raises(MmarError, match="nothing"):
+        ti.mask_spans(ar.grid, torch.zeros(64, dtype=torch.bool), 8)
+
+
 def test_box_spans_and_training_streams(ckpts):
     ar = ti.load_image_ar(ckpts[0])
     assert ti.box_spans((8, 8), (1, 2, 3, 5)) == [(10, 13), (18, 21)]

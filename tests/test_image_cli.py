@@ -66,6 +66,18 @@ def test_infill_reconstruct_info(run, rgba_png, tmp_path):
     code, out, err = run("image", "infill", rgba_png, "--box", "40,30,80,60", "-o", tmp_path / "i.png", "--caption", "fox")
     assert code == 0, err
     assert size(tmp_path / "i.png") == ((64, 64), "RGB") and "regenerated" in out
+    mask = tmp_path / "mask.png"
+    m = Image.new("L", (120, 90), 0)
+    m.paste(255, (50, 40, 70, 50))  # a brushed patch
+    m.save(mask)
+    code, out, err = run("image", "infill", rgba_png, "--mask", mask, "-o", tmp_path / "m.png")
+    assert code == 0, err
+    assert size(tmp_path / "m.png") == ((64, 64), "RGB") and "masked token cells" in out
+    Image.new("L", (60, 60), 255).save(tmp_path / "small.png")
+    assert "must match" in one_error(run("image", "infill", rgba_png, "--mask", tmp_path / "small.png", "-o", tmp_path / "x.png"))
+    Image.new("L", (120, 90), 0).save(tmp_path / "empty.png")
+    assert "covers nothing" in one_error(run("image", "infill", rgba_png, "--mask", tmp_path / "empty.png", "-o", tmp_path / "x.png"))
+    assert "not allowed" in one_error(run("image", "infill", rgba_png, "--mask", mask, "--box", "1,1,5,5", "-o", tmp_path / "x.png"))
     code, out, err = run("image", "reconstruct", rgba_png, "-o", tmp_path / "r.png", models="tok")
     assert code == 0, err
     assert size(tmp_path / "r.png") == ((64, 64), "RGB") and "PSNR" in out

@@ -50,12 +50,22 @@ def test_every_endpoint_through_gradio_client(server, tmp_path):
         assert Image.open(item["image"]).size == (64, 64)
     src = tmp_path / "in.png"
     Image.new("RGB", (100, 80), (30, 160, 60)).save(src)
-    filled = client.predict(handle_file(str(src)), "10,10,60,60", "", 0, api_name="/infill")
+    editor = {"background": handle_file(str(src)), "layers": [], "composite": None}
+    filled = client.predict(editor, "10,10,60,60", "", 0, api_name="/infill")
     assert Image.open(filled).size == (64, 64)
+    stroke = tmp_path / "stroke.png"
+    layer = Image.new("RGBA", (100, 80), (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (40, 30, 60, 50))  # what a brush stroke leaves in its layer
+    layer.save(stroke)
+    brushed = client.predict({"background": handle_file(str(src)), "layers": [handle_file(str(stroke))], "composite": None},
+                             "", "", 0, api_name="/infill")
+    assert Image.open(brushed).size == (64, 64)
+    with pytest.raises(Exception, match="draw over"):
+        client.predict(editor, "", "", 0, api_name="/infill")
     rebuilt = client.predict(handle_file(str(src)), api_name="/reconstruct")
     assert Image.open(rebuilt).size == (64, 64)
     with pytest.raises(Exception, match="outside"):  # a bad box is the same one-line error as on the CLI
-        client.predict(handle_file(str(src)), "0,0,500,500", "", 0, api_name="/infill")
+        client.predict(editor, "0,0,500,500", "", 0, api_name="/infill")
 
 
 @pytest.mark.slow

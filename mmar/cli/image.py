@@ -84,20 +84,27 @@ def _box(value: str) -> tuple[int, int, int, int]:
 def _infill(args) -> int:
     import torch
 
-    from ..tasks.image import infill_codes, load_image, pixel_box_to_grid, save_png
+    from ..tasks.image import infill_codes, load_image, load_mask, pixel_box_to_grid, pixel_mask_to_grid, region_spans, save_png
 
     _check_out(args)
     ar, tok = _models(args)
     loaded = load_image(args.input, tok.cfg.image_size)
-    box = pixel_box_to_grid(args.box, loaded, ar.grid)
+    if args.box is not None:
+        region = pixel_box_to_grid(args.box, loaded, ar.grid)
+    else:
+        region = pixel_mask_to_grid(load_mask(args.mask, loaded), loaded, ar.grid)
     caption = _caption(ar, args.caption)
     with torch.no_grad():
         codes = tok.model.encode(loaded.image).codes
-        filled = infill_codes(ar, codes, box, [caption], _sampling(args), args.seed)
+        filled = infill_codes(ar, codes, region, [caption], _sampling(args), args.seed)
         images = tok.model.decode(filled)
     save_png(images, args.output, args.force)
-    r0, c0, r1, c1 = box
-    print(f"{args.output}: token rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} regenerated ({(r1 - r0) * (c1 - c0)} of {ar.tokens})")
+    if args.box is not None:
+        r0, c0, r1, c1 = region
+        print(f"{args.output}: token rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} regenerated ({(r1 - r0) * (c1 - c0)} of {ar.tokens})")
+    else:
+        n = sum(b - a for a, b in region_spans(ar, region))
+        print(f"{args.output}: {int(region.sum())} masked token cells, {n} of {ar.tokens} regenerated")
     return 0
 
 
@@ -175,13 +182,17 @@ def add_parser(sub) -> None:
     common(g)
     g.set_defaults(func=_generate)
 
-    f = isub.add_parser("infill", help="regenerate a box of an image (the rest is kept, token for token)",
-                        description="Regenerate the image tokens under a box, keeping every other token. The box "
-                                    "is in input pixels; it is mapped through the centre crop and 64×64 resize to "
-                                    "every 8×8-pixel token cell it touches. Output: the 64×64 decoded result.")
+    f = isub.add_parser("infill", help="regenerate a box or a brushed mask of an image (the rest is kept, token for token)",
+                        description="Regenerate the image tokens under a box or a mask, keeping every other token. Both "
+                                    "are in input pixels; they are mapped through the centre crop and 64×64 resize to "
+                                    "every 8×8-pixel token cell they touch. Output: the 64×64 decoded result.")
     f.add_argument("input", type=Path, help="image file (any size and mode)")
-    f.add_argument("--box", required=True, type=_box, metavar="X0,Y0,X1,Y1",
-                   help="pixels of the input, x1/y1 exclusive: 0 <= X0 < X1 <= width, 0 <= Y0 < Y1 <= height")
+    where = f.add_mutually_exclusive_group(required=True)
+    where.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
+                       help="pixels of the input, x1/y1 exclusive: 0 <= X0 < X1 <= width, 0 <= Y0 < Y1 <= height")
+    where.add_argument("--mask", type=Path, metavar="MASK.png",
+                       help="an image the size of the input, white (and opaque) where to regenerate; a brush mask. "
+                            "Its cells' runs in raster order become spans; beyond 8 runs, the closest merge")
     f.add_argument("--caption", default="", metavar="TEXT", help="what the image shows (default: none, unconditional)")
     common(f)
     f.set_defaults(func=_infill)

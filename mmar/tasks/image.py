@@ -34,6 +34,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -173,6 +174,34 @@ def box_spans(grid: tuple[int, int], box: Box) -> list[tuple[int, int]]:
     return spans
 
 
+def mask_spans(grid: tuple[int, int], mask: torch.Tensor, max_spans: int) -> list[tuple[int, int]]:
+    """A cell mask bool [rows · cols] (raster order, True = regenerate) → the runs of True cells as
+    spans; while there are more than ``max_spans``, the two runs with the smallest gap merge (the
+    cells between them are regenerated too)."""
+    flat = mask.flatten().bool().tolist()
+    if len(flat) != grid[0] * grid[1]:
+        raise MmarError(f"a mask of {len(flat)} cells does not fit the {grid[0]}×{grid[1]} token grid")
+    spans: list[list[int]] = []
+    for i, on in enumerate(flat):
+        if on and spans and spans[-1][1] == i:
+            spans[-1][1] = i + 1
+        elif on:
+            spans.append([i, i + 1])
+    if not spans:
+        raise MmarError("the mask covers no token cell: nothing to regenerate")
+    while len(spans) > max_spans:
+        k = min(range(len(spans) - 1), key=lambda j: spans[j + 1][0] - spans[j][1])
+        spans[k : k + 2] = [[spans[k][0], spans[k + 1][1]]]
+    return [(a, b) for a, b in spans]
+
+
+def region_spans(ar: ImageAR, region: Box | torch.Tensor) -> list[tuple[int, int]]:
+    """A token-grid box, or a cell mask bool [rows · cols] → the spans infilling regenerates."""
+    if isinstance(region, torch.Tensor):
+        return mask_spans(ar.grid, region, ar.ids.max_spans)
+    return box_spans(ar.grid, region)
+
+
 def box_mask(grid: tuple[int, int], box: Box) -> torch.Tensor:
     """bool [rows · cols]: True inside the box (raster order)."""
     m = torch.zeros(grid, dtype=torch.bool)
@@ -246,16 +275,16 @@ def generate_codes(ar: ImageAR, captions: list[str], sampling: SamplingConfig = 
 
 
 @torch.no_grad()
-def infill_codes(ar: ImageAR, codes: torch.Tensor, box: Box, captions: list[str] | None = None,
+def infill_codes(ar: ImageAR, codes: torch.Tensor, box: Box | torch.Tensor, captions: list[str] | None = None,
                  sampling: SamplingConfig = SamplingConfig(), seed: int = 0, cached: bool = True) -> torch.Tensor:
-    """Regenerate the tokens inside ``box`` (token grid, half-open) of codes int64 [B, 1, rows, cols]
-    given the rest and a caption per row (None: unconditional) → codes of the same shape, equal
-    outside the box."""
+    """Regenerate the tokens inside ``box`` (token grid, half-open; or a cell mask bool [rows · cols],
+    see :func:`mask_spans`) of codes int64 [B, 1, rows, cols] given the rest and a caption per row
+    (None: unconditional) → codes of the same shape, equal outside the regenerated spans."""
     _check_sampling(sampling)
     b = codes.shape[0]
     if codes.shape[1:] != (1, *ar.grid):
         raise MmarError(f"codes must be [B, 1, {ar.grid[0]}, {ar.grid[1]}], got {tuple(codes.shape)}")
-    spans = box_spans(ar.grid, box)
+    spans = region_spans(ar, box)
     flat = codes.flatten(2)
     stream, _ = ar.layout.rearrange(flat, [spans] * b)  # [B, 1, S]
     head = ar.layout.prompt_steps(ar.tokens, spans)  # U0 m0 … Un
@@ -275,7 +304,9 @@ def infill_codes(ar: ImageAR, codes: torch.Tensor, box: Box, captions: list[str]
         pieces += [marks[i], g.tokens] if i else [g.tokens]
     full = torch.cat(pieces, dim=-1)[:b]
     restored, _, got = ar.layout.restore(full)
-    outside = ~box_mask(ar.grid, box)
+    outside = torch.ones(ar.tokens, dtype=torch.bool)
+    for a, e in spans:
+        outside[a:e] = False
     if got != [spans] * b or restored.shape != flat.shape or not torch.equal(restored[..., outside], flat[..., outside]):
         raise RuntimeError("infilling changed tokens outside the box")  # cannot happen: the layout copies them
     return restored.view_as(codes)
@@ -335,6 +366,41 @@ def pixel_box_to_grid(box: tuple[int, int, int, int], loaded: LoadedImage, grid:
         raise MmarError(f"box {x0},{y0},{x1},{y1} lies outside the centre square ({left},{top})–({left + s},{top + s}) that is used")
     rows, cols = grid
     return cy0 * rows // s, cx0 * cols // s, -(-cy1 * rows // s), -(-cx1 * cols // s)
+
+
+def load_mask(path: Path, loaded: LoadedImage) -> np.ndarray:
+    """A mask image the size of the input (white or opaque = regenerate) → bool [H, W]."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            size = im.size
+            rgba = im.convert("RGBA")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise MmarError(f"cannot read mask {path}: {str(e).splitlines()[0][:100] if str(e) else type(e).__name__}") from None
+    if size != loaded.size:
+        raise MmarError(f"the mask is {size[0]}×{size[1]}, the image {loaded.size[0]}×{loaded.size[1]}: they must match")
+    a = np.asarray(rgba, dtype=np.uint8)
+    return (a[..., :3].mean(-1) > 127) & (a[..., 3] > 127)
+
+
+def pixel_mask_to_grid(mask: np.ndarray, loaded: LoadedImage, grid: tuple[int, int]) -> torch.Tensor:
+    """A pixel mask bool [H, W] of the input → the token cells (bool [rows · cols], raster order)
+    that any masked pixel falls in after the centre crop and resize of :func:`load_image`."""
+    w, h = loaded.size
+    if mask.shape != (h, w):
+        raise MmarError(f"the mask is {mask.shape[1]}×{mask.shape[0]}, the image {w}×{h}: they must match")
+    left, top, s = loaded.crop
+    square = mask[top : top + s, left : left + s]
+    rows, cols = grid
+    cells = torch.zeros(rows, cols, dtype=torch.bool)
+    ys, xs = np.nonzero(square)
+    cells[torch.from_numpy(ys * rows // s), torch.from_numpy(xs * cols // s)] = True
+    if not bool(cells.any()):
+        raise MmarError("the mask covers nothing inside the centre square that is used")
+    return cells.flatten()
 
 
 def tile(images: torch.Tensor):
