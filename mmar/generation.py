@@ -32,6 +32,10 @@ Chooser = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 AllowedIds = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 """(step, history [B, K, steps so far]) → bool [K, V] or [B, K, V] of allowed ids (None: all)."""
 
+LogitsProcessor = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(step, logits [B, K, V], history [B, K, steps so far]) → logits of the same shape (e.g. moving
+the probability of several ids onto one)."""
+
 
 # -- steppers ------------------------------------------------------------------------------
 class CachedStepper:
@@ -153,15 +157,18 @@ def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator
 @dataclass
 class Sampler:
     """The standard chooser: :func:`sample` with a config, a seeded generator, an optional
-    ``allowed`` hook (constraints per step) and a ``prompt`` history [B, K, H] that seeds the
-    repetition penalty."""
+    ``allowed`` hook (constraints per step), an optional ``process`` hook that rewrites the
+    logits first, and a ``prompt`` history [B, K, H] that seeds the repetition penalty."""
 
     cfg: SamplingConfig = field(default_factory=SamplingConfig)
     generator: torch.Generator | None = None
     allowed: AllowedIds | None = None
     prompt: torch.Tensor | None = None
+    process: LogitsProcessor | None = None
 
     def __call__(self, step: int, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        if self.process is not None:
+            logits = self.process(step, logits, history)
         hist = None
         if self.cfg.repetition_penalty != 1.0:
             hist = history if self.prompt is None else torch.cat([self.prompt.to(history), history], dim=-1)

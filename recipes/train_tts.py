@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from mmar.checkpoint import inference_state, save_pretrained
+from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.tasks.codec import load_codec
 from mmar.tasks.tts import TrainingLoss, export_config, from_config, training_batch
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
@@ -103,6 +103,25 @@ def valid_ce(loss: TrainingLoss, tts, rows: list[Row], wrong_text: bool = False,
     return (total / max(n, 1)).tolist()
 
 
+def checkpoint_config(cfg: dict, rows: list[Row], meta: list[dict]) -> dict:
+    """The exported checkpoint's config: the model, the codec's identity, a default voice."""
+    mc, dc = cfg["model"], cfg["data"]
+    codec = load_codec() if dc.get("codec_identity", True) else None
+    return export_config(mc, dc["levels"], codec.weights if codec else "", dc.get("max_phone_frames", 40),
+                         default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"),
+                         codec.model.codebook_size if codec else 1024)
+
+
+def export_snapshot(cfg: dict, out: Path, dest: Path, data: Path | None = None) -> Path:
+    """Export ``<out>/state.safetensors`` as it is (mid-run) to ``dest``."""
+    rows, meta = load_rows(Path(data or cfg["data"]["root"]), "train", cfg["data"]["levels"])
+    config = checkpoint_config(cfg, rows, meta)
+    tts = from_config(config)
+    state = load_file(str(out / "state.safetensors"))
+    tts.model.load_state_dict(substate(state, "model."))
+    return save_pretrained(inference_state(tts.model), config, dest)
+
+
 def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
     """Run (or resume) the recipe; returns the last logged metrics. ``stop_after`` ends the run
     early at that step (for the resume test)."""
@@ -113,10 +132,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     levels = dc["levels"]
     rows, meta = load_rows(root, "train", levels)
     valid = load_rows(root, "valid", levels)[0][: dc.get("valid_max", 150)] if dist_info.main else []
-    codec = load_codec() if dc.get("codec_identity", True) else None
-    config = export_config(mc, levels, codec.weights if codec else "", dc.get("max_phone_frames", 40),
-                           default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"),
-                           codec.model.codebook_size if codec else 1024)
+    config = checkpoint_config(cfg, rows, meta)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc["seed"])
     tts = from_config(config)
@@ -174,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="folder written by python -m mmar.data.tts_corpus (overrides data.root)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
+    ap.add_argument("--export-only", type=Path, metavar="DIR", help="export <out>/state.safetensors as it is to DIR and exit")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
+    if args.export_only:
+        print(export_snapshot(cfg, args.out, args.export_only, args.data))
+        return 0
     if args.steps:
         cfg["optim"]["steps"] = args.steps
     if args.minutes:
