@@ -1,6 +1,6 @@
 """The Gradio speech demo (demos/speech_app.py) on a tiny random TTS model and the shipped codec:
 gradio_client calls every endpoint, and a real browser (Debian's chromium through Playwright)
-runs TTS and sees a non-silent audio element appear. The screenshot is saved with the test's
+runs TTS and sees the audio player appear with a non-silent file behind it. The screenshot is saved with the test's
 temp files."""
 
 import shutil
@@ -79,9 +79,10 @@ def test_browser_speaks(server, tmp_path):
         page.goto(server)
         page.get_by_label("text").first.fill("Hello world.")
         page.get_by_role("button", name="Speak").click()
-        audio = page.locator("#tts_out audio")
-        audio.first.wait_for(state="attached", timeout=90_000)
-        src = audio.first.get_attribute("src")
+        link = page.locator("#tts_out a[data-testid=download-link]")  # Gradio's player: a waveform + this link to the file
+        link.wait_for(state="attached", timeout=90_000)
+        page.locator("#tts_out [data-testid^=waveform]").first.wait_for(state="visible", timeout=30_000)
+        src = link.get_attribute("href")
         page.screenshot(path=str(tmp_path / "speech_demo.png"), full_page=True)
         browser.close()
     assert src
