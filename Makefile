@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, then round-trip the bundled real-speech sample through the shipped codec
+#   make demo   set up, then round-trip the bundled real-speech sample through the shipped codec, speak a
+#               sentence with the shipped TTS model and edit a word of the sample
 #   make test   set up (system packages too, when run as root), then run the whole test suite
 PY      ?= python3
 VENV    ?= .venv
@@ -8,7 +9,7 @@ TORCH   ?= torch==2.13.0
 APT     := ffmpeg sox espeak-ng flite festival festvox-kallpc16k codec2 opus-tools fortunes alsa-utils asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle asterisk-prompt-es-co fillets-ng-data-nl fillets-ng-data-cs fonts-noto-color-emoji unicode-data chromium
 OUT     ?= runs/demo
 
-.PHONY: demo test setup system-deps data bench clean
+.PHONY: demo test setup system-deps data data-tts bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +32,11 @@ demo: setup
 	$(BIN)/mmar codec decode $(OUT)/speech_en.mmc -o $(OUT)/speech_en.decoded.wav -f
 	$(BIN)/mmar codec encode demos/samples/speech_en.flac -o $(OUT)/speech_en.lm.mmc --lm -f
 	$(BIN)/mmar codec decode $(OUT)/speech_en.lm.mmc -o $(OUT)/speech_en.lm.decoded.wav -f
-	@echo "listen: $(OUT)/speech_en.decoded.wav (1.5 kbps raw) and $(OUT)/speech_en.lm.decoded.wav (LM-coded); original: demos/samples/speech_en.flac"
+	$(BIN)/mmar tts --text "This voice was made by one small Transformer, on a laptop." -o $(OUT)/tts.wav -f
+	$(BIN)/mmar edit demos/samples/speech_en.flac -o $(OUT)/speech_en.edited.wav -f \
+	  --from "Hello world. Weasels have eaten our phone system. They have been carried away by monkeys. Thank you for your patience." \
+	  --to "Hello world. Weasels have eaten our phone system. They have been carried away by penguins. Thank you for your patience."
+	@echo "listen: $(OUT)/speech_en.decoded.wav (1.5 kbps raw), $(OUT)/speech_en.lm.decoded.wav (LM-coded), $(OUT)/tts.wav (TTS, default voice), $(OUT)/speech_en.edited.wav (edited); original: demos/samples/speech_en.flac"
 
 test: system-deps setup
 	$(BIN)/python -m pytest
@@ -40,6 +45,9 @@ data: system-deps setup
 	$(BIN)/python -m mmar.data.packaged_speech --out data/prep --cache data/cache
 	$(BIN)/python -m mmar.data.pack --corpus data/prep --out data/gpu --max-mib 24 --kbps 16
 	$(BIN)/python -m mmar.data.clips --out data/bench_clips data/prep/valid/ru_RU_f_IvrvoiceRU data/prep/valid/it_IT_m_Carlo
+
+data-tts: system-deps setup
+	$(BIN)/python -m mmar.data.tts_corpus --out data/tts
 
 bench: data
 	$(BIN)/mmar bench generate --frames 1000 --codebooks 4 --json runs/bench_generate.json

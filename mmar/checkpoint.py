@@ -111,3 +111,18 @@ def check_weights_fit(path: Path, build, state: dict[str, torch.Tensor], what: s
     extra = sorted(set(state) - set(shapes))
     if wrong or len(extra) > spare:
         raise MmarError(f"{path}: weights do not match the config (e.g. {(wrong or extra)[0]})")
+
+
+def load_task_model(path: Path, build, what: str):
+    """A task checkpoint directory → the object ``build(config, where)`` makes from its config
+    (with a ``.model`` module), its weights loaded and in eval mode, and ``.weights`` set to
+    their hash. A state that does not fit is one :class:`MmarError` naming ``what``."""
+    state, config, digest = load_pretrained(path)
+    obj = build(config, str(path))
+    try:
+        obj.model.load_state_dict(state)
+    except RuntimeError as e:
+        raise MmarError(f"{path}: weights do not match the {what} config ({str(e).splitlines()[0][:80]})") from None
+    obj.model.eval()
+    obj.weights = digest
+    return obj

@@ -126,7 +126,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     """Run (or resume) the recipe; returns the last logged metrics. ``stop_after`` ends the run
     early at that step (for the resume test)."""
     dist_info = setup_distributed()
-    mc, tc, oc, dc = cfg["model"], cfg["train"], cfg["optim"], cfg["data"]
+    tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
     device = pick_device(tc.get("device", "auto"))
     root = Path(data or dc["root"])
     levels = dc["levels"]

@@ -10,6 +10,16 @@ from synth import speechlike
 TINY = dict(enc_dim=32, enc_blocks=1, dec_dim=32, dec_blocks=1, latent_dim=16, levels=6, codebook_size=64, n_fft=640)
 
 
+@pytest.fixture
+def one_thread():
+    """Small models on a busy 2-core machine: one thread avoids OpenMP stalls (100× here).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_codec_dir(tmp_path_factory):
     """A randomly initialised (k-means-initialised codebooks) tiny codec saved as a checkpoint."""

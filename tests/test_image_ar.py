@@ -27,12 +27,7 @@ DEBUG = json.loads((ROOT / "recipes/configs/image_ar_debug.json").read_text())
 VQ = ImageVQConfig(**json.loads((ROOT / "recipes/configs/image_vq_debug.json").read_text())["model"])  # 64 codes, 8×8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_checkpoints(root: Path) -> tuple[Path, Path]:

@@ -3,19 +3,13 @@
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from mmar.cli import main
 from test_image_ar import make_checkpoints
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ DEBUG = json.loads((ROOT / "recipes/configs/image_vq_debug.json").read_text())
 TINY = ImageVQConfig(**DEBUG["model"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a busy 2-core machine: one thread avoids OpenMP stalls (100× here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0) -> ImageVQ:

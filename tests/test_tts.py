@@ -24,12 +24,7 @@ from recipe_helpers import losses, overridden  # noqa: E402
 DEBUG = json.loads((ROOT / "recipes/configs/tts_debug.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_utterance(rng: np.random.Generator, levels: int = 3) -> Utterance:

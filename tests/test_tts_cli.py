@@ -7,7 +7,6 @@ import stat
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from mmar.cli import main
 from test_tts import make_tts_checkpoint
@@ -16,12 +15,7 @@ pytest.importorskip("pocketsphinx")
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "demos", "samples", "speech_en.flac")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..atomic import atomic_write, check_target
-from ..checkpoint import find_checkpoint, load_pretrained
+from ..checkpoint import find_checkpoint, load_task_model
 from ..errors import MmarError
 from ..generation import CachedStepper, SamplingConfig, Sampler, UncachedStepper, fill_spans, generate, last_logits
 from ..heads import codebook_vocab
@@ -128,16 +128,7 @@ def from_config(config: dict, where: str = "config") -> ImageAR:
 
 def load_image_ar(path: Path | None = None) -> ImageAR:
     """An ``image_ar`` checkpoint directory (default: ``image-ar-64`` on the checkpoint search path)."""
-    path = find_checkpoint(NAME, path)
-    state, config, digest = load_pretrained(path)
-    ar = from_config(config, str(path))
-    try:
-        ar.model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MmarError(f"{path}: weights do not match the config ({str(e).splitlines()[0][:80]})") from None
-    ar.model.eval()
-    ar.weights = digest
-    return ar
+    return load_task_model(find_checkpoint(NAME, path), from_config, "image AR")
 
 
 def load_image_tokenizer(path: Path | None = None) -> LoadedTokenizer:

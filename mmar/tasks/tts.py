@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import find_checkpoint, load_pretrained
+from ..checkpoint import find_checkpoint, load_task_model
 from ..errors import MmarError
 from ..generation import CachedStepper, Generated, SamplingConfig, Sampler, StopRule, UncachedStepper, decode_loop, \
     fill_spans, last_logits
@@ -129,16 +129,7 @@ def from_config(config: dict, where: str = "config") -> TTSModel:
 
 def load_tts(path=None) -> TTSModel:
     """A ``tts`` checkpoint directory (default: ``tts-16k`` on the checkpoint search path)."""
-    path = find_checkpoint(NAME, path)
-    state, config, digest = load_pretrained(path)
-    tts = from_config(config, str(path))
-    try:
-        tts.model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MmarError(f"{path}: weights do not match the config ({str(e).splitlines()[0][:80]})") from None
-    tts.model.eval()
-    tts.weights = digest
-    return tts
+    return load_task_model(find_checkpoint(NAME, path), from_config, "TTS")
 
 
 # -- frames with phone markers ------------------------------------------------------------------
