@@ -63,6 +63,12 @@ def test_tts_with_a_prompt_and_best_of_n(run, tmp_path, short_clip):
     assert "voice prompt says" in stdout and sf.info(out).samplerate == 16000
 
 
+def test_a_long_prompt_is_cut_at_a_word_and_said_so(run, tmp_path):
+    code, stdout, err = run("tts", "--text", "Yes.", "--prompt", SAMPLE, "-o", tmp_path / "c.wav")  # 9.5 s
+    assert code == 0, err
+    assert "cut to its words within 8 s" in stdout
+
+
 def test_edit_keeps_the_rest(run, tmp_path, short_clip):
     from mmar.text.align import recognise
 
