@@ -110,7 +110,8 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
     for voice_name, items in by_voice.items():
         items = items[:limit] if limit else items
         rows = {k: [] for k in ("orig_wer", "orig_cer", "resyn_wer", "resyn_cer", "tts_wer", "tts_cer", "dur_ratio",
-                                "silence", "sim_prompt", "default_wer", "edit_wer", "edit_orig_wer", "edit_outside")}
+                                "silence", "sim_prompt", "default_wer", "edit_wer", "edit_orig_wer", "edit_outside",
+                                "prompt_unaligned", "edit_failed")}
         embeds[voice_name] = []
         for i, (m, audio) in enumerate(items):
             text = m["text"]
@@ -123,8 +124,16 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             rows["resyn_cer"].append(cer(text, heard))
             embeds[voice_name].append(sim.embed(audio))
             # TTS in the voice of the next utterance of this voice
-            pm, paudio = items[(i + 1) % len(items)]
-            voice, _, _ = voice_from_audio(sp, paudio, pm["text"])
+            voice = None
+            for k in range(1, len(items)):  # the next utterance pocketsphinx can align
+                pm, paudio = items[(i + k) % len(items)]
+                try:
+                    voice, _, _ = voice_from_audio(sp, paudio, pm["text"])
+                    break
+                except MmarError:
+                    rows["prompt_unaligned"].append(1.0)
+            if voice is None:
+                raise MmarError(f"no test utterance of {voice_name} could be aligned as a prompt")
             phones = sp.tts.phone_index(text_phones(text))
             t0 = time.perf_counter()
             codes = synthesize_codes(sp.tts, phones, voice, 1, sampling, seed + i)[0]
@@ -149,12 +158,14 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
                 edited, info = edit(sp, audio, " ".join(new_words), text, sampling, seed + i)
             except MmarError as e:
                 log(f"  edit {i}: {e}")
+                rows["edit_failed"].append(1.0)
                 continue
             rows["edit_wer"].append(wer(" ".join(new_words), recognise(edited)))
             rows["edit_orig_wer"].append(rows["orig_wer"][-1])
             rows["edit_outside"].append(_outside_error(audio, edited, info, sp.hop))
             log(f"  {voice_name} {i + 1}/{len(items)}: tts WER {rows['tts_wer'][-1]:.2f}  edit WER {rows['edit_wer'][-1]:.2f}")
-        result["voices"][voice_name] = {"utterances": len(items), **{k: _mean(v) for k, v in rows.items()},
+        counts = {k: len(rows.pop(k)) for k in ("prompt_unaligned", "edit_failed")}  # how often alignment failed
+        result["voices"][voice_name] = {"utterances": len(items), **counts, **{k: _mean(v) for k, v in rows.items()},
                                         "per_utterance": {k: [round(x, 4) if x is not None else None for x in v] for k, v in rows.items()}}
     result["similarity"] = _similarity_table(embeds)
     result["rtf_cached"] = round(gen_time / max(audio_time, 1e-9), 4)
@@ -226,12 +237,13 @@ def _speed(sp: Speaker, texts: list[str], seed: int) -> dict:
 def format_table(result: dict) -> str:
     """The result as aligned text tables."""
     lines = ["voice         n   flite WER  resyn WER  TTS WER  TTS CER  default WER  dur ratio  longest sil  sim→prompt  "
-             "edit WER  orig WER  outside err"]
+             "edit WER  orig WER  outside err  unaligned (prompt/edit)"]
     f = lambda x, p=3: "—" if x is None else f"{x:.{p}f}"  # noqa: E731
     for v, r in result["voices"].items():
         lines.append(f"{v:<12} {r['utterances']:>2}   {f(r['orig_wer']):>9}  {f(r['resyn_wer']):>9}  {f(r['tts_wer']):>7}  "
                      f"{f(r['tts_cer']):>7}  {f(r['default_wer']):>11}  {f(r['dur_ratio'], 2):>9}  {f(r['silence'], 2):>11}  "
-                     f"{f(r['sim_prompt']):>10}  {f(r['edit_wer']):>8}  {f(r['edit_orig_wer']):>8}  {f(r['edit_outside'], 4):>11}")
+                     f"{f(r['sim_prompt']):>10}  {f(r['edit_wer']):>8}  {f(r['edit_orig_wer']):>8}  {f(r['edit_outside'], 4):>11}  "
+                     f"{r['prompt_unaligned']}/{r['edit_failed']}")
     lines.append("\nspeaker similarity (resemblyzer cosine)")
     for v, s in result["similarity"].items():
         if isinstance(s, dict):
