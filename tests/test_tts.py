@@ -247,3 +247,23 @@ def test_ddp_two_processes(corpus, tmp_path):
                         "--data", str(corpus)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ddp/export/model.safetensors").exists() and len(losses(tmp_path / "ddp")) == 3
+
+
+def test_edit_plans_from_word_diffs():
+    from mmar.tasks.speak import plan_edit
+
+    # "pau hello pau world pau": hello = hh ah l ow, world = w er l d
+    old = [PAUSE, "hh", "ah", "l", "ow", PAUSE, "w", "er", "l", "d", PAUSE]
+    words, ranges = ["hello", "world"], [(1, 5), (6, 10)]
+    sub = plan_edit(old, ranges, words, "hello there")  # substitution: world → there, with its pauses
+    assert sub.ranges == [(5, 11)] and sub.new == [[PAUSE, "dh", "eh", "r", PAUSE]]
+    assert sub.phones == old[:5] + sub.new[0]
+    ins = plan_edit(old, ranges, words, "hello big world")  # insertion at a pause: the pause comes along
+    assert ins.ranges == [(5, 6)] and ins.new == [[PAUSE, "b", "ih", "g"]]
+    gone = plan_edit(old, ranges, words, "world")  # deletion: the word and its pauses become one pause
+    assert gone.ranges == [(0, 6)] and gone.new == [[PAUSE]] and gone.phones == old[5:]
+    with pytest.raises(MmarError, match="same words"):
+        plan_edit(old, ranges, words, "Hello, world!")
+    many = plan_edit(old * 3, [(1, 5), (6, 10), (12, 16), (17, 21), (23, 27), (28, 32)], words * 3,
+                     "yes world hello no hello world ok", max_spans=3)
+    assert len(many.ranges) <= 3

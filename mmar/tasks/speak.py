@@ -207,6 +207,7 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
                 a, add = a - 1, [old_phones[a - 1]] + add
             else:
                 b, add = b + 1, add + [old_phones[b]]
+        add = [p for k, p in enumerate(add) if not (p == PAUSE and k and add[k - 1] == PAUSE)]  # one pause, not two
         if ranges and a < ranges[-1][1]:  # margins overlap (a shared pause): one span
             (a0, b0), prev = ranges.pop(), news.pop()
             add, a = prev + add[b0 - a :], a0
