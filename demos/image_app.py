@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmar.errors import MmarError, command, require
+from mmar.errors import MmarError, command, gradio_errors, require
 from mmar.generation import SamplingConfig
 from mmar.tokenizers.image_vq import to_uint8
 from mmar.tasks.image import (check_pair, generate_codes, infill_codes, load_image, load_image_ar, load_image_tokenizer,
@@ -45,13 +45,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
     ar = load_image_ar(checkpoint)
     check_pair(ar, tok)
 
-    def errors_to_gradio(fn):
-        def wrapped(*args):
-            try:
-                return fn(*args)
-            except MmarError as e:
-                raise gr.Error(str(e)) from None
-        return wrapped
+    errors_to_gradio = gradio_errors(gr)
 
     @errors_to_gradio
     def generate(caption: str, cfg: float, temperature: float, top_k: int, seed: int, count: int, progress=gr.Progress()):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmar.errors import MmarError, command, require
+from mmar.errors import MmarError, command, gradio_errors, require
 from mmar.generation import SamplingConfig
 
 MAX_UPLOAD = "10mb"
@@ -24,19 +24,11 @@ RATE = 16000
 
 
 def _load(path: str | None, what: str) -> np.ndarray:
-    import soundfile as sf
-
     from mmar.audio import read_mono
 
     if not path:
         raise MmarError(f"upload or record {what} first")
-    try:
-        info = sf.info(path)
-    except Exception:
-        raise MmarError(f"cannot read {what}: not an audio file soundfile knows") from None
-    if info.frames <= 0 or info.frames / max(info.samplerate, 1) > MAX_SECONDS:
-        raise MmarError(f"{what} must last between 0 and {MAX_SECONDS:g} s")
-    return read_mono(Path(path), RATE)[0]
+    return read_mono(Path(path), RATE, MAX_SECONDS)[0]
 
 
 def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = None):
@@ -49,13 +41,7 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
 
     sp = Speaker(load_tts(checkpoint), load_codec(codec_checkpoint))
 
-    def errors_to_gradio(fn):
-        def wrapped(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except MmarError as e:
-                raise gr.Error(str(e)) from None
-        return wrapped
+    errors_to_gradio = gradio_errors(gr)
 
     @errors_to_gradio
     def codec(path: str | None, kbps: float):

@@ -19,11 +19,23 @@ def _unreadable(path: Path, e: Exception) -> MmarError:
     return MmarError(f"cannot read {path}: {first}")
 
 
-def read_mono(path: Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def read_mono(path: Path, sample_rate: int | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read a whole file → (float32 [N] mono (channel mean), rate); with ``sample_rate``, resampled
-    to it (soxr, HQ) and ``rate == sample_rate``."""
+    to it (soxr, HQ) and ``rate == sample_rate``. With ``max_seconds``, a missing, empty or longer
+    file is refused from its header, before anything is read."""
     import soundfile as sf
 
+    if max_seconds is not None:
+        if not Path(path).is_file():
+            raise MmarError(f"no such file: {path}")
+        try:
+            info = sf.info(str(path))
+        except Exception as e:
+            raise _unreadable(path, e) from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise MmarError(f"{path} holds no audio")
+        if info.frames / info.samplerate > max_seconds:
+            raise MmarError(f"{path} lasts {info.frames / info.samplerate:.0f} s (at most {max_seconds:g} s)")
     try:
         x, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [N, C]
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / OSError

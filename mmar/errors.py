@@ -41,3 +41,21 @@ def command(main):
             return 2
 
     return run
+
+
+def gradio_errors(gr):
+    """A decorator for Gradio handlers: an :class:`MmarError` becomes ``gr.Error`` (its one line
+    shown in the page). ``functools.wraps`` keeps the signature, so Gradio still injects
+    ``progress=gr.Progress()``."""
+    import functools
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except MmarError as e:
+                raise gr.Error(str(e)) from None
+        return wrapped
+
+    return decorate

@@ -66,6 +66,24 @@ class TransformerConfig:
         return self.mlp_hidden or (int(8 * self.dim / 3) + 63) // 64 * 64
 
 
+TRUNK_BOUNDS = {"dim": (8, 8192), "n_layers": (1, 96), "n_heads": (1, 128), "mlp_hidden": (0, 65536)}
+"""The trunk fields a task checkpoint's ``model`` section may hold, with their bounds."""
+
+
+def checked_trunk(m: object, where: str = "config") -> dict:
+    """A checkpoint's ``model`` section → the same dict, once every field is a known trunk field
+    within :data:`TRUNK_BOUNDS` (checked before it sizes anything); :class:`MmarError` otherwise."""
+    from .errors import MmarError
+
+    if not isinstance(m, dict):
+        raise MmarError(f"{where}: no model section")
+    for k, v in m.items():
+        lo, hi = TRUNK_BOUNDS.get(k, (None, None))
+        if lo is None or isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise MmarError(f"{where}: model field {k}={v!r:.40} is unknown or out of range")
+    return m
+
+
 PRESETS: dict[str, TransformerConfig] = {
     "debug": TransformerConfig(dim=32, n_layers=2, n_heads=2, vocab=codebook_vocab(16, 2)),
     "small": TransformerConfig(dim=256, n_layers=6, n_heads=4),

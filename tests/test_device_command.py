@@ -36,3 +36,12 @@ def test_train_all_debug_set_brings_back_working_checkpoints(tmp_path):
     audio = speechlike(1.5, seed=99)
     y, _ = decode_array(codec, encode_array(codec, audio, 16000, 1.5, lm=lm), lm)
     assert len(y) == len(audio)
+
+
+def test_what_travels_fits_the_device_limit():
+    """Tracked files minus the checkpoints slim_tree.sh removes, plus the largest packed corpus
+    (`make data`: --max-mib 24) and the wheels (~3 MiB), fit the 64 MiB a device call carries."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    kept = [f for f in files if not f.startswith("checkpoints/") or f.startswith("checkpoints/speech-codec-16k/")]
+    tracked = sum((ROOT / f).stat().st_size for f in kept if (ROOT / f).is_file())
+    assert tracked + (24 << 20) + (3 << 20) <= 64 << 20, f"{tracked >> 20} MiB of tracked files travel"

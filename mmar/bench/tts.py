@@ -28,23 +28,17 @@ import torch
 
 from ..errors import MmarError
 from ..generation import SamplingConfig
-from ..tasks.speak import RATE, Speaker, default_voice, edit, voice_from_audio, wer
+from ..tasks.speak import RATE, Speaker, default_voice, edit, edit_distance, voice_from_audio, wer
 from ..tasks.tts import synthesize_codes
-from ..text.arpabet import text_phones, text_words
+from ..text.arpabet import spoken_words, text_phones
 
 SWAPS = ["people", "music", "water", "money", "nothing", "morning", "garden", "doctor"]
 
 
 def cer(reference: str, hypothesis: str) -> float:
     """Character error rate (letters and spaces of the normalised words)."""
-    ref = " ".join(w for w in text_words(reference) if w[0].isalnum())
-    hyp = " ".join(w for w in text_words(hypothesis) if w[0].isalnum())
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[-1] / max(1, len(ref))
+    ref = " ".join(spoken_words(reference))
+    return edit_distance(ref, " ".join(spoken_words(hypothesis))) / max(1, len(ref))
 
 
 def longest_silence(audio: np.ndarray, threshold_db: float = -40.0, win: int = 320) -> float:
@@ -151,7 +145,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             dv = synthesize_codes(sp.tts, phones, default_voice(sp), 1, sampling, seed + i)[0]
             rows["default_wer"].append(wer(text, recognise(sp.decode(dv))))
             # editing: replace the longest word by another word
-            words = [w for w in text_words(text) if w[0].isalnum()]
+            words = spoken_words(text)
             k = max(range(len(words)), key=lambda j: len(words[j]))
             new_words = words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :]
             try:

@@ -31,22 +31,10 @@ def _sampling(args):
     return SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
 
 
-def _read(path: Path, what: str):
-    import soundfile as sf
-
+def _read(path: Path):
     from ..audio import read_mono
 
-    if not path.is_file():
-        raise MmarError(f"no such file: {path}")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise MmarError(f"cannot read {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise MmarError(f"{what} {path} holds no audio")
-    if info.frames / info.samplerate > MAX_INPUT_SECONDS:
-        raise MmarError(f"{what} {path} lasts {info.frames / info.samplerate:.0f} s (at most {MAX_INPUT_SECONDS:.0f} s)")
-    return read_mono(path, 16000)[0]
+    return read_mono(path, 16000, MAX_INPUT_SECONDS)[0]
 
 
 def _write(path: Path, audio, force: bool) -> None:
@@ -69,7 +57,7 @@ def _tts(args) -> int:
     check_target(args.output, args.force)
     sp = _speaker(args)
     if args.prompt is not None:
-        voice, said, cut = voice_from_audio(sp, _read(args.prompt, "voice prompt"), args.prompt_text)
+        voice, said, cut = voice_from_audio(sp, _read(args.prompt), args.prompt_text)
         if cut:
             print(f"note: the voice prompt was cut to its words within 8 s: {said!r}")
         elif args.prompt_text is None:
@@ -90,7 +78,7 @@ def _edit(args) -> int:
 
     check_target(args.output, args.force)
     sp = _speaker(args)
-    audio, info = edit(sp, _read(args.input, "recording"), args.to, args.from_text, _sampling(args), args.seed)
+    audio, info = edit(sp, _read(args.input), args.to, args.from_text, _sampling(args), args.seed)
     _write(args.output, audio, args.force)
     spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in info["spans_after_s"])
     print(f"{args.output}: {info['from']!r} → {info['to']!r}; regenerated {spans}")

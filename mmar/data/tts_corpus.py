@@ -42,7 +42,7 @@ import numpy as np
 
 from ..atomic import atomic_write, write_json
 from ..errors import MmarError, command
-from ..text.arpabet import PHONES, canonical, dictionary, text_words
+from ..text.arpabet import PHONES, canonical, dictionary, spoken_words
 
 FRAME_RATE = 50
 TRAIN_VOICES = {"kal16": 95.0, "rms": 105.0, "slt": 170.0}  # flite voice → its typical F0 (Hz)
@@ -74,7 +74,7 @@ def corpus_sentences(seed: int = 0) -> tuple[list[str], list[str]]:
                 continue
             for s in _SENTENCE.findall(text):
                 s = s.strip(" -")
-                words = [w for w in text_words(s) if w[0].isalnum()]
+                words = spoken_words(s)
                 key = " ".join(words)
                 if 4 <= len(words) <= 16 and key not in seen:
                     seen.add(key)
@@ -117,7 +117,7 @@ def phone_frames(timings: list[tuple[str, float]], frames: int) -> tuple[np.ndar
 _CODEC = None
 
 
-def _codec(levels: int):
+def _codec():
     global _CODEC
     if _CODEC is None:
         import torch
@@ -133,7 +133,7 @@ def encode(audio: np.ndarray, levels: int) -> np.ndarray:
     """16 kHz audio [N] → the shipped codec's codes int16 [levels, ceil(N / 320)]."""
     import torch
 
-    codec = _codec(levels)
+    codec = _codec()
     with torch.no_grad():
         codes = codec.model.encode(torch.from_numpy(audio)[None], levels=levels).codes[0]
     return codes.numpy().astype(np.int16)

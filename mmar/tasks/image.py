@@ -47,11 +47,10 @@ from ..heads import codebook_vocab
 from ..patterns import CausalMasking, SpecialIds
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer, load_tokenizer
-from ..transformer import CausalTransformer, TransformerConfig
+from ..transformer import TRUNK_BOUNDS, CausalTransformer, TransformerConfig, checked_trunk
 
 NAME, TOKENIZER_NAME = "image-ar-64", "image-vq-64"
 Box = tuple[int, int, int, int]  # token grid (r0, c0, r1, c1), half-open
-_MODEL_BOUNDS = {"dim": (8, 8192), "n_layers": (1, 96), "n_heads": (1, 128), "mlp_hidden": (0, 65536)}
 
 
 @dataclass
@@ -90,7 +89,7 @@ def export_config(model: dict, vocab: CaptionVocab, codebook_size: int, grid: tu
     """The ``config.json`` of an image AR checkpoint (kind ``image_ar``). ``model``: dim,
     n_layers, n_heads (, mlp_hidden) of the Transformer."""
     return {"kind": "image_ar", "name": name,
-            "model": {k: model[k] for k in _MODEL_BOUNDS if k in model},
+            "model": {k: model[k] for k in TRUNK_BOUNDS if k in model},
             "codebook_size": codebook_size, "grid": list(grid), "max_spans": grid[0],
             "captions": vocab.to_dict(),
             "tokenizer": {"name": tokenizer.model_id, "weights": tokenizer.weights} if tokenizer else {}}
@@ -101,13 +100,7 @@ def from_config(config: dict, where: str = "config") -> ImageAR:
     if not isinstance(config, dict) or config.get("kind") != "image_ar":
         kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
         raise MmarError(f"{where} holds a {kind!r:.40} checkpoint, not an image AR model")
-    m = config.get("model")
-    if not isinstance(m, dict):
-        raise MmarError(f"{where}: no model section")
-    for k, v in m.items():
-        lo, hi = _MODEL_BOUNDS.get(k, (None, None))
-        if lo is None or isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise MmarError(f"{where}: model field {k}={v!r:.40} is unknown or out of range")
+    m = checked_trunk(config.get("model"), where)
     size, grid, spans = config.get("codebook_size"), config.get("grid"), config.get("max_spans")
     ints = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
     if not (ints(size, 2, 1 << 20) and isinstance(grid, list) and len(grid) == 2 and all(ints(g, 1, 256) for g in grid)

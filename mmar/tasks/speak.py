@@ -13,6 +13,7 @@ the ARPAbet front end and pocketsphinx alignment.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import MmarError
 from ..generation import SamplingConfig
-from ..text.arpabet import PAUSE, text_phones, text_words, word_phones
+from ..text.arpabet import PAUSE, spoken_words, text_phones, text_words, word_phones
 from ..text.normalize import split_sentences
 from ..tokenizers.base import LoadedTokenizer
 from .tts import TTSModel, Voice, check_voice, edit_codes, synthesize_codes
@@ -112,8 +113,8 @@ def default_voice(sp: Speaker) -> Voice:
     return Voice.from_dict(sp.tts.default_voice, sp.tts)
 
 
-def _word_errors(ref: list[str], hyp: list[str]) -> int:
-    """Word-level edit distance."""
+def edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance between two sequences (words, or the characters of a string)."""
     d = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, d[0] = d[0], i
@@ -124,9 +125,8 @@ def _word_errors(ref: list[str], hyp: list[str]) -> int:
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate of ``hypothesis`` against ``reference`` (normalised words)."""
-    ref = [w for w in text_words(reference) if w[0].isalnum()]
-    hyp = [w for w in text_words(hypothesis) if w[0].isalnum()]
-    return _word_errors(ref, hyp) / max(1, len(ref))
+    ref = spoken_words(reference)
+    return edit_distance(ref, spoken_words(hypothesis)) / max(1, len(ref))
 
 
 def pick_best(sp: Speaker, text: str, candidates: list[torch.Tensor]) -> tuple[int, list[float]]:
@@ -188,7 +188,7 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
     """The aligned original (phones, each word's phone range, its words) and the new transcript
     → an :class:`EditPlan`. Pauses next to a change are regenerated with it; an insertion
     between words without a pause takes the previous phone along (a span is never empty)."""
-    new_words = [w for w in text_words(new_text) if w[0].isalnum()]
+    new_words = spoken_words(new_text)
     if not new_words:
         raise MmarError("--to has no words")
     if new_words == old_words:
@@ -249,7 +249,7 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
                                                  sp.tts.phone_index(plan.phones), sampling, seed)
     out = splice(audio, sp.decode(new_codes), old_spans, new_spans, sp.hop, int(fade * RATE))
     sec = lambda spans: [(round(a * sp.hop / RATE, 3), round(b * sp.hop / RATE, 3)) for a, b in spans]  # noqa: E731
-    return out, {"from": " ".join(old_words), "to": " ".join(w for w in text_words(new_text) if w[0].isalnum()),
+    return out, {"from": " ".join(old_words), "to": " ".join(spoken_words(new_text)),
                  "spans_before_s": sec(old_spans), "spans_after_s": sec(new_spans)}
 
 

@@ -44,11 +44,10 @@ from ..generation import CachedStepper, Generated, SamplingConfig, Sampler, Stop
 from ..heads import codebook_vocab
 from ..patterns import CausalMasking, SpecialIds, voicecraft_layout
 from ..text.arpabet import PHONES
-from ..transformer import CausalTransformer, TransformerConfig
+from ..transformer import TRUNK_BOUNDS, CausalTransformer, TransformerConfig, checked_trunk
 
 NAME = "tts-16k"
 PAD = 0  # prefix id of padding; phone i has prefix id i + 1
-_MODEL_BOUNDS = {"dim": (8, 8192), "n_layers": (1, 96), "n_heads": (1, 128), "mlp_hidden": (0, 65536)}
 
 
 @dataclass
@@ -88,7 +87,7 @@ class TTSModel:
 def export_config(model: dict, levels: int, codec_weights: str = "", max_phone_frames: int = 40,
                   default_voice: dict | None = None, name: str = NAME, codebook_size: int = 1024) -> dict:
     """The ``config.json`` of a TTS checkpoint (kind ``tts``)."""
-    return {"kind": "tts", "name": name, "model": {k: model[k] for k in _MODEL_BOUNDS if k in model},
+    return {"kind": "tts", "name": name, "model": {k: model[k] for k in TRUNK_BOUNDS if k in model},
             "phones": list(PHONES), "levels": levels, "codebook_size": codebook_size, "max_spans": 3,
             "max_phone_frames": max_phone_frames, "codec": {"weights": codec_weights},
             "default_voice": default_voice or {}}
@@ -99,13 +98,8 @@ def from_config(config: dict, where: str = "config") -> TTSModel:
     if not isinstance(config, dict) or config.get("kind") != "tts":
         kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
         raise MmarError(f"{where} holds a {kind!r:.40} checkpoint, not a TTS model")
-    m = config.get("model")
-    if not isinstance(m, dict):
-        raise MmarError(f"{where}: no model section")
+    m = checked_trunk(config.get("model"), where)
     ints = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
-    for k, v in m.items():
-        if k not in _MODEL_BOUNDS or not ints(v, *_MODEL_BOUNDS[k]):
-            raise MmarError(f"{where}: model field {k}={v!r:.40} is unknown or out of range")
     phones, levels, size = config.get("phones"), config.get("levels"), config.get("codebook_size")
     spans, longest = config.get("max_spans"), config.get("max_phone_frames")
     if not (isinstance(phones, list) and 1 <= len(phones) <= 512 and all(isinstance(p, str) and len(p) <= 8 for p in phones)

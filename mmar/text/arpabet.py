@@ -108,6 +108,11 @@ def text_words(text: str) -> list[str]:
     return _WORD.findall(normalize(text).lower())
 
 
+def spoken_words(text: str) -> list[str]:
+    """The normalised words of a text, without its punctuation."""
+    return [w for w in text_words(text) if w[0].isalnum()]
+
+
 def text_phones(text: str) -> list[str]:
     """Text → phones with :data:`PAUSE` at the start, at clause breaks and at the end.
     :class:`MmarError` when nothing in it can be pronounced."""
