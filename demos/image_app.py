@@ -20,7 +20,7 @@ from PIL import Image
 
 from mmar.errors import MmarError, command, gradio_errors, require
 from mmar.generation import SamplingConfig
-from mmar.tokenizers.image_vq import to_uint8
+from mmar.tokenizers.image_cnn import to_uint8
 from mmar.tasks.image import (check_pair, generate_codes, infill_codes, load_image, load_image_ar, load_image_tokenizer,
                               pixel_box_to_grid, pixel_mask_to_grid)
 

@@ -13,6 +13,10 @@ Three layers, each usable on its own:
 - :func:`decode_loop` alternates them, applies a :class:`StopRule` and keeps a per-row
   ``finished`` mask; :func:`generate` wires all three for the common case.
 
+Continuous tokens (VAE latents) use the same steppers with ``readout=hidden``: a continuous head
+(:class:`mmar.heads.DiffusionHead`) samples each latent from the hidden state that predicts it,
+and :func:`latent_loop` feeds it back.
+
 Classifier-free guidance: with ``cfg_scale`` ≠ 1 the batch holds the conditional rows first and
 the unconditional rows second ([2B, ...]); both halves receive the same sampled tokens.
 """
@@ -32,12 +36,21 @@ Chooser = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 AllowedIds = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 """(step, history [B, K, steps so far]) → bool [K, V] or [B, K, V] of allowed ids (None: all)."""
 
+Readout = Callable[[torch.Tensor], torch.Tensor]
+"""What a stepper returns for hidden states [B, N, D]: ``model.logits`` (the default) for codebook
+heads, :func:`hidden` for a continuous head that reads the hidden states itself."""
+
 LogitsProcessor = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 """(step, logits [B, K, V], history [B, K, steps so far]) → logits of the same shape (e.g. moving
 the probability of several ids onto one)."""
 
 
 # -- steppers ------------------------------------------------------------------------------
+def hidden(x: torch.Tensor) -> torch.Tensor:
+    """The identity readout: steppers return hidden states [B, N, D] (continuous heads)."""
+    return x
+
+
 class CachedStepper:
     """The model on a kv-cache: each call appends tokens and returns their logits.
 
@@ -46,17 +59,18 @@ class CachedStepper:
     """
 
     def __init__(self, model: CausalTransformer, batch: int, capacity: int, tokens_per_frame: int = 1,
-                 window: int | None = None):
+                 window: int | None = None, readout: Readout | None = None):
         p = next(model.parameters())
-        self.model = model
+        self.model, self.readout = model, readout or model.logits
         self.cache = KVCache(model.cfg, batch, capacity, tokens_per_frame, window, dtype=p.dtype, device=p.device)
 
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
-                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Append prefix [B, P] and/or codes [B, K, N] (row b: its first ``lengths[b]`` tokens, prefix
-        included, are real) → logits [B, P + N, K, V]."""
-        return self.model.logits(self.model(codes=codes, prefix=prefix, cache=self.cache, lengths=lengths))
+                 lengths: torch.Tensor | None = None, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Append prefix [B, P] and/or codes [B, K, N] or latents [B, N, C] (row b: its first
+        ``lengths[b]`` tokens, prefix included, are real) → readout of the new positions: logits
+        [B, P + N, K, V] by default, hidden states [B, P + N, D] with ``readout=hidden``."""
+        return self.readout(self.model(codes=codes, latents=latents, prefix=prefix, cache=self.cache, lengths=lengths))
 
 
 class UncachedStepper:
@@ -64,16 +78,18 @@ class UncachedStepper:
     every call (no cache; rows of different lengths run one by one). Same interface and results
     as :class:`CachedStepper`, up to float rounding."""
 
-    def __init__(self, model: CausalTransformer, batch: int, tokens_per_frame: int = 1, window: int | None = None):
+    def __init__(self, model: CausalTransformer, batch: int, tokens_per_frame: int = 1, window: int | None = None,
+                 readout: Readout | None = None):
         self.model, self.tokens_per_frame, self.window = model, tokens_per_frame, window
+        self.readout = readout or model.logits
         self.prefix: list[torch.Tensor | None] = [None] * batch
-        self.codes: list[torch.Tensor | None] = [None] * batch
+        self.codes: list[torch.Tensor | None] = [None] * batch  # codes [1, K, n] or latents [1, n, C] per row
 
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
-                 lengths: torch.Tensor | None = None) -> torch.Tensor:
+                 lengths: torch.Tensor | None = None, latents: torch.Tensor | None = None) -> torch.Tensor:
         p = 0 if prefix is None else prefix.shape[1]
-        n = p + (0 if codes is None else codes.shape[-1])
+        n = p + (0 if codes is None else codes.shape[-1]) + (0 if latents is None else latents.shape[1])
         out = []
         for b in range(len(self.codes)):
             real = n if lengths is None else int(lengths[b])
@@ -82,10 +98,14 @@ class UncachedStepper:
             if codes is not None and real > p:
                 new = codes[b : b + 1, :, : real - p]
                 self.codes[b] = new if self.codes[b] is None else torch.cat([self.codes[b], new], dim=-1)
-            hidden = self.model(codes=self.codes[b], prefix=self.prefix[b], tokens_per_frame=self.tokens_per_frame,
-                                window=self.window)
-            logits = self.model.logits(hidden[:, hidden.shape[1] - real :])
-            out.append(torch.cat([logits, logits.new_zeros(1, n - real, *logits.shape[2:])], dim=1))
+            if latents is not None and real > p:
+                new = latents[b : b + 1, : real - p]
+                self.codes[b] = new if self.codes[b] is None else torch.cat([self.codes[b], new], dim=1)
+            seq = self.codes[b]
+            stream = {} if seq is None else {"latents" if seq.is_floating_point() else "codes": seq}
+            hidden = self.model(**stream, prefix=self.prefix[b], tokens_per_frame=self.tokens_per_frame, window=self.window)
+            ro = self.readout(hidden[:, hidden.shape[1] - real :])
+            out.append(torch.cat([ro, ro.new_zeros(1, n - real, *ro.shape[2:])], dim=1))
         return torch.cat(out)
 
 
@@ -281,3 +301,22 @@ def generate(model: CausalTransformer, prompt: torch.Tensor, steps: int, choose:
         stepper = UncachedStepper(model, b, window=window)
     first = last_logits(stepper(codes=prompt, prefix=prefix, lengths=total), total)
     return decode_loop(stepper, first, steps, choose, stop)
+
+
+LatentChooser = Callable[[int, torch.Tensor], torch.Tensor]
+"""(step, hidden [B, D] of the position predicting this step) → latents [B, C] (e.g. a diffusion
+head's sample; with CFG the rows are [cond; uncond] halves, both given the same sample)."""
+
+
+@torch.no_grad()
+def latent_loop(stepper: Stepper, hidden_state: torch.Tensor, steps: int, choose: LatentChooser) -> torch.Tensor:
+    """Continuous tokens, one per step: ``choose`` turns the hidden state [B, D] predicting a step
+    into a latent [B, C], which is fed back through ``stepper`` (built with ``readout=hidden``) to
+    predict the next. The last latent is not fed. → latents [B, steps, C]."""
+    out = []
+    for step in range(steps):
+        x = choose(step, hidden_state)
+        out.append(x)
+        if step + 1 < steps:
+            hidden_state = stepper(latents=x[:, None])[:, -1]
+    return torch.stack(out, dim=1)

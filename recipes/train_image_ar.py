@@ -1,8 +1,11 @@
-"""Train the caption-conditioned image model (image-ar-64) on emoji tokens.
+"""Train a caption-conditioned image model on emoji: image-ar-64 (VQ tokens, cross-entropy) or,
+with ``"kind": "image_latent"`` in the config, image-diffusion-64 (σ-VAE latents, a diffusion head).
 
     python -m mmar.data.emoji --out data/emoji        # once: render + split the emoji set
     python recipes/train_image_ar.py --config recipes/configs/image_ar_small.json \
         --tokenizer-checkpoint runs/image_vq_small/export --out runs/image_ar_small
+    python recipes/train_image_ar.py --config recipes/configs/image_diffusion_small.json \
+        --tokenizer-checkpoint runs/image_vae_small/export --out runs/image_diffusion_small
     torchrun --nproc_per_node 2 recipes/train_image_ar.py --config ... --out ...   # DDP (gloo on CPU)
 
 Step 1 tokenizes the emoji renders once with the image_vq checkpoint (``--tokenizer-checkpoint``
@@ -19,6 +22,12 @@ training loss, ``valid.jsonl`` the cross-entropy (nats per token) of plain gener
 validation split under the Unicode names and unconditioned. The export in ``<out>/export`` is an
 ``image_ar`` checkpoint (config.json with the vocabulary, the model config and the tokenizer's
 identity; model.safetensors): ``mmar image generate --checkpoint <out>/export``.
+
+The latent kind (:mod:`mmar.tasks.image_latent`) differs in three places: the tokenizer is an
+``image_vae`` and the cache holds its normalised latents; there are no infilling rows; the loss
+is the diffusion head's (``head``: width, depth, objective, repeats of
+:class:`mmar.heads.DiffusionConfig`), and ``valid.jsonl`` logs it on the validation split with a
+fixed noise draw (``valid_loss``, ``valid_loss_uncond``).
 
 Knobs: ``optim.minutes`` (a wall-clock budget the LR schedule follows), ``train.weight_ema`` (> 0:
 export an EMA of the weights), ``train.device`` ("auto": the GPU when there is one).
@@ -39,12 +48,13 @@ from tqdm import tqdm
 from mmar.atomic import atomic_write
 from mmar.checkpoint import inference_state, save_pretrained
 from mmar.data.emoji import augment, load_split
+from mmar.tasks import image_latent
 from mmar.tasks.image import TrainingLoss, export_config, from_config, load_image_tokenizer, random_box, training_streams
 from mmar.text.captions import CaptionVocab
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
                            pick_device, save_state, setup_distributed)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def captions_of(entry: dict) -> list[str]:
@@ -60,7 +70,8 @@ def captions_of(entry: dict) -> list[str]:
 @torch.no_grad()
 def tokenize(tok, root: Path, copies: int, aug: dict | None, seed: int, out: Path | None, batch: int = 64) -> dict:
     """Codes of the train split (original + ``copies`` augmented copies: [N·(1 + copies), 1, rows, cols],
-    image i of copy c at row c·N + i) and of the valid split, cached in ``out`` when given."""
+    image i of copy c at row c·N + i) and of the valid split, cached in ``out`` when given. A
+    tokenizer without codes (the VAE) gives its latents instead: float [N·(1 + copies), C, rows, cols]."""
     key = {"format": CACHE_FORMAT, "tokenizer": tok.weights, "copies": copies, "augment": aug, "seed": seed}
     if out is not None and out.is_file():
         meta = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else None
@@ -74,8 +85,9 @@ def tokenize(tok, root: Path, copies: int, aug: dict | None, seed: int, out: Pat
         data = load_split(root, split)
         x = data.tensors()
         views = [x] + ([augment(x, data.flippable, gen, **(aug or {})) for _ in range(copies)] if split == "train" else [])
-        codes = [model.encode(v[i:i + batch]).codes for v in views for i in range(0, len(v), batch)]
-        result[split] = torch.cat(codes).short() if codes else torch.zeros(0, 1, *model.cfg.grid, dtype=torch.short)
+        enc = [model.encode(v[i:i + batch]) for v in views for i in range(0, len(v), batch)]
+        tokens = [e.latents if e.codes is None else e.codes.short() for e in enc]
+        result[split] = torch.cat(tokens).contiguous() if tokens else torch.zeros(0, 1, *model.cfg.grid, dtype=torch.short)
     if out is not None:
         atomic_write(out, lambda p: save_file(result, str(p)))
         atomic_write(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(key)))
@@ -99,6 +111,23 @@ def valid_ce(loss: TrainingLoss, ar, codes: torch.Tensor, captions: list[str], b
     return total / max(n, 1)
 
 
+@torch.no_grad()
+def valid_diffusion(net: image_latent.LatentNet, ar, latents: torch.Tensor, captions: list[str], batch: int = 64) -> float:
+    """Mean diffusion-head loss on ``latents`` [M, C, rows, cols] after ``captions``, with one fixed
+    noise draw (so evaluations compare across steps)."""
+    was = net.training
+    net.eval()
+    gen, dev = torch.Generator().manual_seed(1234), next(net.parameters()).device
+    total, n = 0.0, 0
+    for i in range(0, len(latents), batch):
+        z = latents[i:i + batch].flatten(2).transpose(1, 2)
+        prefix = ar.vocab.batch(captions[i:i + batch], truncate=True)
+        total += float(net(z.to(dev), prefix.to(dev), gen)) * len(z)
+        n += len(z)
+    net.train(was)
+    return total / max(n, 1)
+
+
 def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None = None, stop_after: int | None = None,
           progress: bool = True) -> dict:
     """Run (or resume) the recipe; returns the last logged metrics (with the last validation
@@ -107,23 +136,29 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     mc, tc, oc, dc = cfg["model"], cfg["train"], cfg["optim"], cfg["data"]
     device = pick_device(tc.get("device", "auto"))
     root = Path(data or dc["root"])
-    tok = load_image_tokenizer(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
+    latent = cfg.get("kind", "image_ar") == "image_latent"
+    load_tok = image_latent.load_image_vae if latent else load_image_tokenizer
+    tok = load_tok(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
     out.mkdir(parents=True, exist_ok=True)
     codes = tokenize(tok, root, dc.get("augment_copies", 0), dc.get("augment"), tc["seed"],
                      out / "codes.safetensors" if dist_info.main else None)
     train_split = load_split(root, "train")
     cands = [captions_of(e) for e in train_split.entries]
     vocab = CaptionVocab.build([c for cs in cands for c in cs], mc["caption_len"])
-    config = export_config(mc, vocab, tok.model.codebook_size, tuple(tok.cfg.grid), tok, cfg.get("name", "image-ar-64"))
+    if latent:
+        config = image_latent.export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), tok,
+                                            cfg.get("name", image_latent.NAME))
+    else:
+        config = export_config(mc, vocab, tok.model.codebook_size, tuple(tok.cfg.grid), tok, cfg.get("name", "image-ar-64"))
     torch.manual_seed(tc["seed"])
-    ar = from_config(config)
+    ar = (image_latent.from_config if latent else from_config)(config)
     model = ar.model.to(device)
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     # every (image, caption) pair as ids: pair_ids [N, C, P], n_cands [N]
     width = max(len(c) for c in cands)
     pair_ids = torch.stack([torch.cat([vocab.batch(c, truncate=True), vocab.null_batch(width - len(c))]) for c in cands])
     n_cands = torch.tensor([len(c) for c in cands])
-    train_codes, n_images = codes["train"].long(), len(cands)
+    train_codes, n_images = codes["train"] if latent else codes["train"].long(), len(cands)
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     state_path = out / "state.safetensors"
@@ -132,12 +167,12 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     if dist_info.main and "valid" in codes and len(codes["valid"]):
         m = dc.get("valid_max", 512)
         valid = (codes["valid"][:m], [e["name"] for e in load_split(root, "valid").entries][:m])
-    objective = TrainingLoss(model)
+    objective = model if latent else TrainingLoss(model)
     net = DDP(objective, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else objective
     total, metrics = oc["steps"], {}
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
-    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="image_ar", dynamic_ncols=True)
+    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc=cfg.get("kind", "image_ar"), dynamic_ncols=True)
     mlog = MetricsLog(out / "metrics.csv", ["loss", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
@@ -150,11 +185,15 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         prefix = pair_ids[img, pick]
         drop = torch.rand(b, generator=gen) < tc["caption_dropout"]
         prefix[drop] = vocab.null_batch(1)
-        infill = (torch.rand(b, generator=gen) < tc["infill"]).tolist()
-        boxes = [random_box(ar.grid, gen) if f else None for f in infill]
-        stream, lengths = training_streams(ar, train_codes[idx], boxes)
-        with autocast(device):
-            loss = net(stream.to(device), lengths.to(device), prefix.to(device))
+        if latent:
+            with autocast(device):
+                loss = net(train_codes[idx].flatten(2).transpose(1, 2).to(device), prefix.to(device), gen)
+        else:
+            infill = (torch.rand(b, generator=gen) < tc["infill"]).tolist()
+            boxes = [random_box(ar.grid, gen) if f else None for f in infill]
+            stream, lengths = training_streams(ar, train_codes[idx], boxes)
+            with autocast(device):
+                loss = net(stream.to(device), lengths.to(device), prefix.to(device))
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
@@ -164,9 +203,14 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
             bar.set_postfix(loss=f"{loss.item():.4f}")
         last = budget.done(step)
         if valid is not None and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
-            scored = TrainingLoss(ema.model) if ema is not None else objective
-            ev = {"valid_ce": valid_ce(scored, ar, valid[0], valid[1]),
-                  "valid_ce_uncond": valid_ce(scored, ar, valid[0], [""] * len(valid[1]))}
+            if latent:
+                scored = ema.model if ema is not None else model
+                ev = {"valid_loss": valid_diffusion(scored, ar, valid[0], valid[1]),
+                      "valid_loss_uncond": valid_diffusion(scored, ar, valid[0], [""] * len(valid[1]))}
+            else:
+                scored = TrainingLoss(ema.model) if ema is not None else objective
+                ev = {"valid_ce": valid_ce(scored, ar, valid[0], valid[1]),
+                      "valid_ce_uncond": valid_ce(scored, ar, valid[0], [""] * len(valid[1]))}
             metrics.update(ev)
             append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):
@@ -183,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--data", type=Path, help="emoji folder written by python -m mmar.data.emoji (overrides data.root)")
-    ap.add_argument("--tokenizer-checkpoint", type=Path, help="image_vq checkpoint directory (overrides data.tokenizer)")
+    ap.add_argument("--tokenizer-checkpoint", type=Path, help="image_vq (or, for the latent kind, image_vae) checkpoint directory (overrides data.tokenizer)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
     args = ap.parse_args(argv)

@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from mmar.checkpoint import inference_state, save_pretrained
+from mmar.data.emoji import SPLITS, save_images
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
 from synth import speechlike
 
@@ -62,4 +65,29 @@ def tiny_lm_dir(tiny_codec_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("lm") / "tiny-lm"
     codec_hash = weights_hash(tiny_codec_dir / "model.safetensors")
     save_pretrained(state, {"kind": "speech_lm", "name": "tiny-lm", **cfg, "codec_weights": codec_hash}, d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def named_shapes_dir(tmp_path_factory):
+    """An emoji-format folder (:mod:`mmar.data.emoji`) of coloured discs and squares with names,
+    CLDR names and aliases: caption-conditioned recipes run on it without the font."""
+    d = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30)}
+    entries = []
+    for s, n in zip(SPLITS, (12, 4, 4)):
+        imgs = np.full((n, 64, 64, 3), 255, np.uint8)
+        for i in range(n):
+            colour = list(colours)[i % 3]
+            shape = "disc" if i % 2 else "square"
+            cy, cx, r = rng.integers(20, 44, 2).tolist() + [int(rng.integers(8, 16))]
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r if i % 2 else (abs(yy - cy) < r) & (abs(xx - cx) < r)
+            imgs[i][mask] = colours[colour]
+            entries.append({"seq": f"{s}{i}", "name": f"large {colour} {shape}", "cldr": f"{colour} {shape}",
+                            "aliases": [f"{shape} {i}"], "group": "Shapes", "subgroup": "x", "flippable": True,
+                            "split": s, "row": i})
+        save_images(d / f"{s}.npz", imgs)
+    (d / "index.json").write_text(json.dumps({"options": {}, "entries": entries}))
     return d

@@ -4,13 +4,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from mmar.checkpoint import inference_state, save_pretrained
-from mmar.data.emoji import SPLITS, save_images
 from mmar.errors import MmarError
 from mmar.generation import SamplingConfig
 from mmar.tasks import image as ti
@@ -136,34 +134,12 @@ def test_box_spans_and_training_streams(ckpts):
 
 
 # -- recipe -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory):
-    """An emoji-format folder of coloured discs and squares with names, CLDR names and aliases."""
-    d = tmp_path_factory.mktemp("shapes")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:64, :64]
-    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30)}
-    entries = []
-    for s, n in zip(SPLITS, (12, 4, 4)):
-        imgs = np.full((n, 64, 64, 3), 255, np.uint8)
-        for i in range(n):
-            colour = list(colours)[i % 3]
-            shape = "disc" if i % 2 else "square"
-            cy, cx, r = rng.integers(20, 44, 2).tolist() + [int(rng.integers(8, 16))]
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r if i % 2 else (abs(yy - cy) < r) & (abs(xx - cx) < r)
-            imgs[i][mask] = colours[colour]
-            entries.append({"seq": f"{s}{i}", "name": f"large {colour} {shape}", "cldr": f"{colour} {shape}",
-                            "aliases": [f"{shape} {i}"], "group": "Shapes", "subgroup": "x", "flippable": True,
-                            "split": s, "row": i})
-        save_images(d / f"{s}.npz", imgs)
-    (d / "index.json").write_text(json.dumps({"options": {}, "entries": entries}))
-    return d
 
 
 
 
-def test_debug_run_loss_falls_and_exports(shapes_dir, ckpts, tmp_path):
-    metrics = train_image_ar.train(overridden(DEBUG, steps=40, lr=1e-2, warmup=2), tmp_path, shapes_dir, ckpts[1], progress=False)
+def test_debug_run_loss_falls_and_exports(named_shapes_dir, ckpts, tmp_path):
+    metrics = train_image_ar.train(overridden(DEBUG, steps=40, lr=1e-2, warmup=2), tmp_path, named_shapes_dir, ckpts[1], progress=False)
     curve = losses(tmp_path)
     assert len(curve) == 40 and sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
     assert metrics["valid_ce"] > 0 and metrics["valid_ce_uncond"] > 0
@@ -175,14 +151,14 @@ def test_debug_run_loss_falls_and_exports(shapes_dir, ckpts, tmp_path):
     assert codes["train"].shape == (24, 1, 8, 8) and codes["valid"].shape == (4, 1, 8, 8)  # original + 1 augmented copy
 
 
-def test_resume_equals_uninterrupted(shapes_dir, ckpts, tmp_path):
+def test_resume_equals_uninterrupted(named_shapes_dir, ckpts, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     c = overridden(DEBUG)
     c["train"]["weight_ema"] = 0.9
-    train_image_ar.train(c, a, shapes_dir, ckpts[1], progress=False)
-    train_image_ar.train(c, b, shapes_dir, ckpts[1], stop_after=3, progress=False)
+    train_image_ar.train(c, a, named_shapes_dir, ckpts[1], progress=False)
+    train_image_ar.train(c, b, named_shapes_dir, ckpts[1], stop_after=3, progress=False)
     assert json.loads((b / "state.json").read_text())["step"] == 3
-    train_image_ar.train(c, b, shapes_dir, ckpts[1], progress=False)
+    train_image_ar.train(c, b, named_shapes_dir, ckpts[1], progress=False)
     sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
     assert sa.keys() == sb.keys() and any(k.startswith("ema.") for k in sa)
     for k in sa:
@@ -207,7 +183,7 @@ def test_checkpoint_mismatch_and_bad_config(ckpts, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes(shapes_dir, ckpts, tmp_path):
+def test_ddp_two_processes(named_shapes_dir, ckpts, tmp_path):
     import os
     import subprocess
 
@@ -216,7 +192,7 @@ def test_ddp_two_processes(shapes_dir, ckpts, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "recipes/train_image_ar.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
-                        "--data", str(shapes_dir), "--tokenizer-checkpoint", str(ckpts[1])],
+                        "--data", str(named_shapes_dir), "--tokenizer-checkpoint", str(ckpts[1])],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ddp/export/model.safetensors").exists() and len(losses(tmp_path / "ddp")) == 3

@@ -20,7 +20,7 @@ from mmar.tokenizers.image_vq import ImageVQ, ImageVQConfig, export_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-import train_image_vq  # noqa: E402
+import train_image_tokenizer as train_image_vq  # noqa: E402
 
 from recipe_helpers import losses, overridden  # noqa: E402
 
@@ -192,7 +192,7 @@ def test_ddp_two_processes(shapes_dir, tmp_path):
     conf.write_text(json.dumps(overridden(DEBUG, steps=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(ROOT / "recipes/train_image_vq.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
+                        str(ROOT / "recipes/train_image_tokenizer.py"), "--config", str(conf), "--out", str(tmp_path / "ddp"),
                         "--data", str(shapes_dir)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ddp/export/model.safetensors").exists()

@@ -22,7 +22,8 @@ from ..data.emoji import load_split
 from ..generation import SamplingConfig
 from ..tasks.image import check_pair, generate_codes, load_image_ar, load_image_tokenizer
 from ..text.captions import words
-from ..tokenizers.image_vq import code_usage, to_uint8
+from ..tokenizers.image_cnn import to_uint8
+from ..tokenizers.image_vq import code_usage
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,7 +22,8 @@ import torch
 from ..errors import MmarError
 
 # Modules whose import registers the built-in tokenizers (imported on first use of the registry).
-BUILTIN_MODULES = ("mmar.tokenizers.speech_codec", "mmar.tokenizers.encodec", "mmar.tokenizers.image_vq")
+BUILTIN_MODULES = ("mmar.tokenizers.speech_codec", "mmar.tokenizers.encodec", "mmar.tokenizers.image_vq",
+                   "mmar.tokenizers.image_vae")
 
 
 @dataclass

@@ -1,17 +1,23 @@
-"""Train the mmar image tokenizer (CNN encoder → FSQ → CNN decoder, 64×64 → 8×8 codes) on emoji.
+"""Train an mmar image tokenizer on emoji: ``image_vq`` (CNN encoder → FSQ → CNN decoder, 64×64 →
+8×8 codes) or, with ``"kind": "image_vae"`` in the config, the σ-VAE (64×64 → 8×8 latents).
 
     python -m mmar.data.emoji --out data/emoji        # once: render + split the emoji set
-    python recipes/train_image_vq.py --config recipes/configs/image_vq_small.json --out runs/image_vq_small
-    torchrun --nproc_per_node 2 recipes/train_image_vq.py --config ... --out ...   # DDP (gloo on CPU)
+    python recipes/train_image_tokenizer.py --config recipes/configs/image_vq_small.json --out runs/image_vq_small
+    python recipes/train_image_tokenizer.py --config recipes/configs/image_vae_small.json --out runs/image_vae_small
+    torchrun --nproc_per_node 2 recipes/train_image_tokenizer.py --config ... --out ...   # DDP (gloo on CPU)
 
 Resumes from ``<out>/state.safetensors`` when it exists. Writes ``metrics.csv`` (step, losses, lr,
 seconds per step), ``valid.jsonl`` (validation PSNR of the reconstructions, next to the PSNR of an
-upsampled 16×16 bicubic thumbnail as a reference; codebook usage and perplexity of the validation
-codes) and, at the end, an inference checkpoint in ``<out>/export`` (``load_tokenizer("image_vq", <out>/export)``).
+upsampled 16×16 bicubic thumbnail as a reference; for FSQ, codebook usage and perplexity of the
+validation codes) and, at the end, an inference checkpoint in ``<out>/export``
+(``load_tokenizer(kind, <out>/export)``; a VAE's export stores the per-channel statistics of the
+training latents, which normalise them).
 
-Config knobs: ``model`` (:class:`mmar.tokenizers.image_vq.ImageVQConfig`), ``data.root`` (the
-folder :mod:`mmar.data.emoji` wrote), ``data.augment`` (null, or the keyword arguments of
-:func:`mmar.data.emoji.augment`), ``train.loss`` (weights of L1, MSE and the image-gradient L1),
+Config knobs: ``kind`` ("image_vq", the default, or "image_vae"), ``model``
+(:class:`~mmar.tokenizers.image_vq.ImageVQConfig` or :class:`~mmar.tokenizers.image_vae.ImageVAEConfig`),
+``data.root`` (the folder :mod:`mmar.data.emoji` wrote), ``data.augment`` (null, or the keyword arguments of
+:func:`mmar.data.emoji.augment`), ``train.loss`` (weights of L1, MSE and the image-gradient L1, and
+for the VAE ``pull``: the weight of the L2 pull of the latent means toward 0),
 ``train.device`` ("auto": the GPU when there is one), ``train.weight_ema`` (> 0: export an EMA of
 the weights), ``optim.minutes`` (a wall-clock budget the LR schedule follows).
 """
@@ -31,26 +37,44 @@ from tqdm import tqdm
 
 from mmar.checkpoint import inference_state, save_pretrained, substate
 from mmar.data.emoji import augment, load_split
-from mmar.tokenizers.image_vq import ImageVQ, code_usage, config_from_dict, export_config, psnr, reconstruction_loss
+from mmar.tokenizers import image_vae, image_vq
+from mmar.tokenizers.image_cnn import psnr, reconstruction_loss
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, load_state, lr_at, optimizer_step, pick_device,
                            save_state, setup_distributed)
 
 
+KINDS = {"image_vq": (image_vq.ImageVQ, image_vq.config_from_dict, image_vq.export_config, "image-vq-64"),
+         "image_vae": (image_vae.ImageVAE, image_vae.config_from_dict, image_vae.export_config, "image-vae-64")}
+
+
+def build(cfg: dict):
+    """The untrained tokenizer a recipe config describes (``kind`` picks the family)."""
+    kind = cfg.get("kind", "image_vq")
+    if kind not in KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; choose from {', '.join(KINDS)}")
+    cls, from_dict, _, _ = KINDS[kind]
+    return cls(from_dict(cfg["model"]))
+
+
 @torch.no_grad()
-def evaluate(model: ImageVQ, images: torch.Tensor, batch: int = 128) -> dict[str, float]:
-    """Validation images float [M, 3, H, W] → mean PSNR (dB) of the code round trip, codebook
-    usage (distinct codes / V) and perplexity of the codes."""
+def evaluate(model, images: torch.Tensor, batch: int = 128) -> dict[str, float]:
+    """Validation images float [M, 3, H, W] → mean PSNR (dB) of the round trip through the codes
+    (or latents); for FSQ also codebook usage (distinct codes / V) and perplexity of the codes."""
     was_training = model.training
     model.eval()
+    vq = isinstance(model, image_vq.ImageVQ)
     scores, counts = [], torch.zeros(model.codebook_size)
     for i in range(0, len(images), batch):
         x = images[i:i + batch]
-        codes = model.encode(x).codes
-        scores.append(psnr(model.decode(codes), x))
-        counts += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size).float()
+        enc = model.encode(x)
+        scores.append(psnr(model.decode(enc.codes) if vq else model.decode_latents(enc.latents), x))
+        if vq:
+            counts += torch.bincount(enc.codes.flatten().cpu(), minlength=model.codebook_size).float()
     model.train(was_training)
-    usage, perplexity = code_usage(counts)
-    return {"valid_psnr": float(torch.cat(scores).mean()), "codebook_usage": usage, "perplexity": perplexity}
+    out = {"valid_psnr": float(torch.cat(scores).mean())}
+    if vq:
+        out["codebook_usage"], out["perplexity"] = image_vq.code_usage(counts)
+    return out
 
 
 def thumbnail_psnr(images: torch.Tensor, side: int = 16) -> float:
@@ -69,7 +93,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
     device = pick_device(tc.get("device", "auto"))
     torch.manual_seed(tc["seed"])
-    model = ImageVQ(config_from_dict(cfg["model"])).to(device)
+    model = build(cfg).to(device)
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     root = Path(data or dc["root"])
     split = load_split(root, "train")
@@ -88,12 +112,13 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     if valid is not None and not (out / "valid.jsonl").exists():
         append_jsonl(out / "valid.jsonl", {"step": 0, "thumbnail16_psnr": thumbnail_psnr(valid.cpu()), "images": len(valid)})
     net = DDP(model, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else model
-    weights = tc.get("loss", {})
+    weights = dict(tc.get("loss", {}))
+    pull = weights.pop("pull", 0.0)
     total, metrics = oc["steps"], {}
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
-    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="image_vq", dynamic_ncols=True)
-    mlog = MetricsLog(out / "metrics.csv", ["loss", "l1", "mse", "grad", "lr"], tc["log_every"], step == 0, dist_info.main)
+    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc=cfg.get("kind", "image_vq"), dynamic_ncols=True)
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "l1", "mse", "grad", "pull", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
@@ -103,13 +128,16 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         if dc.get("augment"):
             x = augment(x, flippable[idx], gen, **dc["augment"])
         x = x.to(device)
-        rec, _ = net(x)
+        rec, z = net(x, generator=gen) if isinstance(model, image_vae.ImageVAE) else net(x)
         loss, terms = reconstruction_loss(rec, x, **weights)
+        if pull:
+            terms["pull"] = z.pow(2).mean()
+            loss = loss + pull * terms["pull"]
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
         if mlog.due(step):
-            vals = {k: terms[k].item() if k in terms else 0.0 for k in ("l1", "mse", "grad")}
+            vals = {k: terms[k].item() if k in terms else 0.0 for k in ("l1", "mse", "grad", "pull")}
             metrics = {"step": step, "loss": loss.item(), **vals, "lr": lr}
             mlog.write(step, [f"{loss.item():.6f}", *(f"{v:.6f}" for v in vals.values()), f"{lr:.3e}"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -123,13 +151,21 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     bar.close()
     mlog.close()
     if dist_info.main and (step >= total or oc.get("minutes")):
-        export((ema.model if ema is not None else model).cpu(), out / "export")
+        export((ema.model if ema is not None else model).cpu(), out / "export", images)
     return metrics
 
 
-def export(model: ImageVQ, out: Path, name: str = "image-vq-64") -> Path:
-    """Write the inference weights as an fp16 checkpoint directory (``kind: "image_vq"``)."""
-    return save_pretrained(inference_state(model), export_config(model, name), out)
+def export(model, out: Path, images: torch.Tensor | None = None, name: str | None = None) -> Path:
+    """Write the inference weights as an fp16 checkpoint directory (``kind`` of the model). A VAE
+    first takes its latent statistics from ``images`` (uint8 [N, 3, H, W], the training split)."""
+    kind = "image_vae" if isinstance(model, image_vae.ImageVAE) else "image_vq"
+    _, _, export_config, default = KINDS[kind]
+    if kind == "image_vae":
+        if images is None:
+            raise ValueError("a VAE export needs the training images for its latent statistics")
+        model.eval()
+        model.set_statistics(*image_vae.latent_statistics(model, images.float().div(255)))
+    return save_pretrained(inference_state(model), export_config(model, name or default), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     if args.export_only:
-        model = ImageVQ(config_from_dict(cfg["model"]))
+        model = build(cfg)
         model.load_state_dict(substate(load_file(str(args.out / "state.safetensors")), "model."))
-        print(export(model, args.export_only))
+        images = torch.from_numpy(load_split(Path(args.data or cfg["data"]["root"]), "train").images).permute(0, 3, 1, 2)
+        print(export(model, args.export_only, images))
         return 0
     if args.steps:
         cfg["optim"]["steps"] = args.steps
