@@ -42,10 +42,8 @@ def tiny_vae() -> ImageVAE:
     return ImageVAE(config_from_dict(VAE_DEBUG["model"])).eval()
 
 
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
+def make_latent_checkpoints(root: Path) -> tuple[Path, Path]:
     """A tiny random VAE checkpoint and a tiny random latent model "trained" on it."""
-    root = tmp_path_factory.mktemp("latent_ckpt")
     vae = tiny_vae()
     vae.set_statistics(torch.tensor([0.1, -0.2, 0.0, 0.3]), torch.tensor([0.5, 1.0, 2.0, 0.25]))
     save_pretrained(inference_state(vae), export_config(vae, "image-vae-tiny"), root / "vae")
@@ -58,6 +56,11 @@ def ckpts(tmp_path_factory):
         torch.nn.init.normal_(p, std=0.1)
     save_pretrained(inference_state(ar.model), config, root / "ar", dtype=torch.float32)
     return root / "ar", root / "vae"
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    return make_latent_checkpoints(tmp_path_factory.mktemp("latent_ckpt"))
 
 
 # -- σ-VAE -------------------------------------------------------------------------------------

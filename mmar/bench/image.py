@@ -5,7 +5,10 @@ Each test image is coded by the tokenizer (its codes cost ceil(cells · log2 V /
 JPEG and WebP at the highest quality whose file is no larger; where even the lowest quality is
 larger (JPEG's headers alone outweigh 8×8 codes), that smallest file is used and its real size
 reported. PSNR (dB, RGB) and SSIM (luma, 8×8 Gaussian-free windows) per image, means per
-system and per Unicode group; codebook usage and perplexity over the split.
+system and per Unicode group; codebook usage and perplexity over the split. With the σ-VAE
+(``image_vae``) its reconstruction is a row too, at the size of its latents in float16: a
+comparison of what the two tokenizers keep, not a codec (the latents are not quantised). The
+generation benchmark is :mod:`mmar.bench.image_generation`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ import numpy as np
 import torch
 
 from ..data.emoji import load_split
-from ..generation import SamplingConfig
-from ..tasks.image import check_pair, generate_codes, load_image_ar, load_image_tokenizer
-from ..text.captions import words
+from ..tasks.image import load_image_tokenizer
 from ..tokenizers.image_cnn import to_uint8
 from ..tokenizers.image_vq import code_usage
 
@@ -70,8 +71,9 @@ def at_bytes(image: np.ndarray, fmt: str, budget: int) -> tuple[np.ndarray, int]
 
 @torch.no_grad()
 def run_image_bench(data: Path, tokenizer: Path | None = None, split: str = "test", limit: int | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
-    """Score the tokenizer, JPEG and WebP on ``data``'s ``split`` → results dict (see the module doc)."""
+                    log: Callable[[str], None] | None = None, vae=None) -> dict:
+    """Score the tokenizer, JPEG and WebP (and the σ-VAE ``vae``, a loaded ``image_vae``, when
+    given) on ``data``'s ``split`` → results dict (see the module doc)."""
     tok = load_image_tokenizer(tokenizer)
     model = tok.model
     s = load_split(data, split)
@@ -83,6 +85,11 @@ def run_image_bench(data: Path, tokenizer: Path | None = None, split: str = "tes
     cells = int(np.prod(codes.shape[1:]))
     budget = math.ceil(cells * math.log2(model.codebook_size) / 8)
     rows: dict[str, list[tuple[float, float, int]]] = {"tokenizer": [], "jpeg": [], "webp": []}
+    if vae is not None:
+        lat = torch.cat([vae.model.encode(x[i : i + 256]).latents for i in range(0, len(x), 256)])
+        vae_recon = to_uint8(torch.cat([vae.model.decode_latents(lat[i : i + 256]) for i in range(0, len(lat), 256)]))
+        vae_bytes = int(np.prod(lat.shape[1:])) * 2  # float16 latents: not a codec, a size for comparison
+        rows["vae"] = [(psnr(vae_recon[i], img), ssim(vae_recon[i], img), vae_bytes) for i, img in enumerate(images)]
     for i, img in enumerate(images):
         rows["tokenizer"].append((psnr(recon[i], img), ssim(recon[i], img), budget))
         for fmt in ("jpeg", "webp"):
@@ -95,6 +102,7 @@ def run_image_bench(data: Path, tokenizer: Path | None = None, split: str = "tes
     result = {
         "split": split, "images": len(images), "bytes_per_image_tokens": budget, "grid": list(codes.shape[2:]),
         "tokenizer": {"model": tok.model_id, "weights": tok.weights},
+        "vae": None if vae is None else {"model": vae.model_id, "weights": vae.weights, "latent_dim": vae.model.latent_dim},
         "codebook_usage": usage, "perplexity": perplexity,
         "systems": {},
     }
@@ -114,67 +122,8 @@ def format_table(r: dict) -> str:
     for name, s in r["systems"].items():
         lines.append(f"{name:<10}{s['bytes']:>8.1f}{s['psnr']:>8.2f}{s['ssim']:>8.3f}")
     groups = list(next(iter(r["systems"].values()))["per_group_psnr"])
+    if "vae" in r["systems"]:
+        lines.append("(vae: σ-VAE latents at float16 size, unquantised: what the continuous tokenizer keeps, not a codec)")
     lines += ["", "PSNR per group: " + "  ".join(r["systems"]), *(
         f"  {g:<22}" + "  ".join(f"{r['systems'][n]['per_group_psnr'][g]:6.2f}" for n in r["systems"]) for g in groups)]
-    return "\n".join(lines)
-
-
-def _thumbs(images: np.ndarray, side: int = 16) -> np.ndarray:
-    """uint8 [N, H, W, 3] → float [N, side·side·3] block means (a cheap, blur-tolerant signature)."""
-    n, h, w, _ = images.shape
-    f = h // side
-    return images.reshape(n, side, f, side, f, 3).mean((2, 4)).reshape(n, -1).astype(np.float64)
-
-
-@torch.no_grad()
-def run_generation_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None,
-                         per_split: int = 64, cfg_scales: tuple[float, ...] = (1.0, 1.5, 3.0), seed: int = 0,
-                         sampling: SamplingConfig = SamplingConfig(top_k=50)) -> dict:
-    """Caption → image, scored by the nearest render: for ``per_split`` emoji of the train split
-    (captions the model saw) and of the test split (never trained on), one sample from the
-    emoji's lower-case name is matched against the 16×16 block means of every emoji's render
-    (all splits). Reports the share whose nearest render is the same emoji, or one of the same
-    group / subgroup, per CFG scale, and the seconds per image with the kv-cache."""
-    import time
-    from dataclasses import replace
-
-    tok = load_image_tokenizer(tokenizer)
-    ar = load_image_ar(checkpoint)
-    check_pair(ar, tok)
-    splits = {name: load_split(data, name) for name in ("train", "valid", "test")}
-    bank_imgs = np.concatenate([s.images for s in splits.values()])
-    bank = [e for s in splits.values() for e in s.entries]
-    bank_t = _thumbs(bank_imgs)
-    groups = [e["group"] for e in bank]
-    result: dict = {"per_split": per_split, "sampling": {"top_k": sampling.top_k, "temperature": sampling.temperature},
-                    "group_majority_share": max(groups.count(g) for g in set(groups)) / len(groups), "scores": {}}
-    for split in ("train", "test"):
-        entries = splits[split].entries
-        pick = np.random.default_rng(seed).choice(len(entries), min(per_split, len(entries)), replace=False)
-        chosen = [entries[i] for i in sorted(pick)]
-        for cfg in cfg_scales:
-            t0 = time.perf_counter()
-            captions = [" ".join(words(e["name"])[: ar.vocab.max_len]) for e in chosen]  # as trained: long names cut
-            codes = torch.cat([generate_codes(ar, captions[i : i + 16], replace(sampling, cfg_scale=cfg), seed)
-                               for i in range(0, len(chosen), 16)])
-            seconds = (time.perf_counter() - t0) / len(chosen)
-            imgs = to_uint8(tok.model.decode(codes))
-            d = ((_thumbs(imgs)[:, None, :] - bank_t[None]) ** 2).sum(-1)
-            nearest = [bank[j] for j in d.argmin(1)]
-            result["scores"][f"{split}@cfg{cfg:g}"] = {
-                "emoji": float(np.mean([n["seq"] == e["seq"] for n, e in zip(nearest, chosen)])),
-                "group": float(np.mean([n["group"] == e["group"] for n, e in zip(nearest, chosen)])),
-                "subgroup": float(np.mean([n["subgroup"] == e["subgroup"] for n, e in zip(nearest, chosen)])),
-                "seconds_per_image_cached": seconds,
-            }
-    return result
-
-
-def format_generation(r: dict) -> str:
-    lines = [f"caption → image, {r['per_split']} captions per split, top-k {r['sampling']['top_k']}; nearest render (16×16) is "
-             f"the same emoji / subgroup / group (the largest group holds {100 * r['group_majority_share']:.0f} % of all emoji)",
-             f"{'captions @ CFG':<16}{'emoji':>8}{'subgroup':>10}{'group':>8}{'s/image':>9}"]
-    for key, v in r["scores"].items():
-        lines.append(f"{key:<16}{100 * v['emoji']:>7.1f}%{100 * v['subgroup']:>9.1f}%{100 * v['group']:>7.1f}%"
-                     f"{v['seconds_per_image_cached']:>9.3f}")
     return "\n".join(lines)

@@ -67,16 +67,31 @@ def _add_codec_parser(bsub) -> None:
 
 def _bench_image(args: argparse.Namespace) -> int:
     from ..atomic import write_json
-    from ..bench.image import format_generation, format_table, run_generation_bench, run_image_bench
+    from ..bench.image import format_table, run_image_bench
+    from ..checkpoint import find_checkpoint
 
     if args.limit is not None and args.limit < 1:
         raise MmarError("--limit must be at least 1")
     if args.generation is not None and not 1 <= args.generation <= 1000:
         raise MmarError("--generation must be 1..1000")
-    result = run_image_bench(args.data, args.tokenizer_checkpoint, args.split, args.limit, log=print)
+    paths = args.paths.split(",")
+    if not paths or any(p not in ("image_vq", "image_vae") for p in paths):
+        raise MmarError(f"--paths takes image_vq and/or image_vae, comma-separated, got {args.paths!r:.40}")
+    vae = None
+    if "image_vae" in paths:
+        from ..tasks.image_latent import TOKENIZER_NAME, load_image_vae
+
+        vae = load_image_vae(find_checkpoint(TOKENIZER_NAME, args.vae_checkpoint))
+    result = run_image_bench(args.data, args.tokenizer_checkpoint, args.split, args.limit, log=print, vae=vae)
     print(format_table(result))
     if args.generation:
-        result["generation"] = run_generation_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.generation)
+        from ..bench.image_generation import format_generation, run_generation_bench, vae_path, vq_path
+        from ..eval.image_classifier import load_classifier
+
+        makers = {"image_vq": lambda: vq_path(args.checkpoint, args.tokenizer_checkpoint),
+                  "image_vae": lambda: vae_path(args.latent_checkpoint, args.vae_checkpoint, args.steps)}
+        result["generation"] = run_generation_bench(args.data, [makers[p]() for p in paths], load_classifier(args.classifier),
+                                                    args.generation, log=print)
         print("\n" + format_generation(result["generation"]))
     if args.json:
         write_json(result, args.json)
@@ -113,13 +128,20 @@ def add_parser(sub) -> None:
     g.add_argument("--json", type=Path)
     g.set_defaults(func=_generate)
     _add_codec_parser(bsub)
-    i = bsub.add_parser("image", help="the image tokenizer vs JPEG and WebP at the same bytes (PSNR, SSIM, codebook usage)")
+    i = bsub.add_parser("image", help="image tokenizers vs JPEG and WebP at the same bytes; with --generation, caption → image for both paths")
     i.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (python -m mmar.data.emoji)")
     i.add_argument("--split", default="test", choices=["train", "valid", "test"])
     i.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="image_vq checkpoint (default: image-vq-64)")
     i.add_argument("--limit", type=int, help="the first N images only")
     i.add_argument("--generation", type=int, metavar="N", help="also caption → image for N train and N test captions")
-    i.add_argument("--checkpoint", type=Path, default=None, help="image model for --generation (default: image-ar-64)")
+    i.add_argument("--checkpoint", type=Path, default=None, help="token image model for --generation (default: image-ar-64)")
+    i.add_argument("--paths", default="image_vq,image_vae",
+                   help="image paths to score, comma-separated: image_vq (codes), image_vae (latents); default both")
+    i.add_argument("--vae-checkpoint", type=Path, default=None, help="image_vae tokenizer (default: image-vae-64)")
+    i.add_argument("--latent-checkpoint", type=Path, default=None,
+                   help="latent image model for --generation (default: image-diffusion-64)")
+    i.add_argument("--steps", type=int, default=16, help="diffusion-head ODE steps per latent (image_vae path)")
+    i.add_argument("--classifier", type=Path, default=None, help="emoji classifier for --generation (default: emoji-classifier)")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
     t = bsub.add_parser("tts", help="zero-shot TTS and editing on unseen sentences and voices (WER, similarity, RTF)")
