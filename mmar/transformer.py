@@ -243,18 +243,19 @@ class CausalTransformer(nn.Module):
 
     def forward(self, codes: torch.Tensor | None = None, latents: torch.Tensor | None = None,
                 prefix: torch.Tensor | None = None, tokens_per_frame: int = 1, window: int | None = None,
-                cache: KVCache | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, lengths: torch.Tensor | None = None, commit: bool = True) -> torch.Tensor:
         """→ hidden [B, P + S, D].
 
         Without a cache: a full forward with the mask given by ``prefix``/``tokens_per_frame``/
         ``window`` (plain causal attention takes SDPA's fused causal path, no mask is built).
         With a cache: the tokens are appended and attend to what the cache holds, under the
         cache's own layout and window; ``lengths`` [B] (cache only) says how many of the S stream
-        tokens of each row are real (right padding; the rest are written nowhere visible)."""
+        tokens of each row are real (right padding; the rest are written nowhere visible);
+        ``commit=False`` attends to the cache without writing to it (:meth:`KVCache.reserve`)."""
         x = self.embed(codes, latents, prefix)
         n, p = x.shape[1], 0 if prefix is None else prefix.shape[1]
         if cache is not None:
-            step = cache.reserve(n, p, lengths)
+            step = cache.reserve(n, p, lengths, commit)
             plan = AttentionPlan(rope_tables(step.positions, self.cfg.head_dim, self.cfg.rope_base), step.mask, cache=cache, step=step)
         else:
             if lengths is not None:
@@ -281,12 +282,15 @@ class CacheStep:
     """What :meth:`KVCache.reserve` hands to every layer's :meth:`KVCache.update` for one append of n tokens.
 
     slots / positions: int64 [B, n] (ring slot and rotary position of each token);
-    mask: bool [B, 1, n, capacity], or [n, capacity] when every row sees the same slots (which cached slots each new token attends to).
+    mask: bool [B, 1, n, capacity], or [n, capacity] when every row sees the same slots (which cached slots each new token attends to);
+    with ``commit=False`` (a peek) the tokens are written nowhere: their keys are appended after the
+    cache's for this forward only, and the mask is [B, 1, n, capacity + n] or [n, capacity + n].
     """
 
     slots: torch.Tensor
     positions: torch.Tensor
     mask: torch.Tensor
+    commit: bool = True
 
 
 class KVCache(nn.Module):
@@ -322,10 +326,15 @@ class KVCache(nn.Module):
         self.lengths.zero_()
         self.next_frame.zero_()
 
-    def reserve(self, n: int, prefix_len: int = 0, lengths: torch.Tensor | None = None) -> CacheStep:
+    def reserve(self, n: int, prefix_len: int = 0, lengths: torch.Tensor | None = None, commit: bool = True) -> CacheStep:
         """Claim slots for n new tokens per row: a prefix frame of ``prefix_len`` tokens, then whole
         frames. ``lengths`` [B] (default n): how many of the n tokens of each row are real; the
-        rest are padding that no token will see. → the :class:`CacheStep` the layers write with."""
+        rest are padding that no token will see. → the :class:`CacheStep` the layers write with.
+
+        ``commit=False`` peeks: the tokens get the positions and frames the next append would
+        give them and attend to the cache and to each other (block-causally), but nothing is
+        written and the cache's state does not move, so the same context serves any number of
+        peeks (the denoising steps of a video frame) and is computed once."""
         dev, b = self.k.device, self.batch
         real = torch.full((b,), n, dtype=torch.long, device=dev) if lengths is None else lengths.to(dev, torch.long)
         if real.shape != (b,) or bool(((real < 0) | (real > n)).any()):
@@ -333,12 +342,14 @@ class KVCache(nn.Module):
         body = real - prefix_len
         if bool(((body < 0) & (real > 0)).any()) or bool((body.clamp_min(0) % self.tokens_per_frame).any()):
             raise ValueError(f"append whole frames: {body.tolist()} tokens after the prefix are not multiples of {self.tokens_per_frame}")
-        if self.window is None and int(self.lengths.max()) + n > self.capacity:
-            raise ValueError(f"kv-cache full: {int(self.lengths.max()) + n} tokens > capacity {self.capacity} (set a window)")
         idx = torch.arange(n, device=dev)
         positions = self.lengths[:, None] + idx  # [B, n]
         frames = self.next_frame[:, None] + frame_ids(n, self.tokens_per_frame, prefix_len).to(dev)[None]
         valid = idx[None] < real[:, None]
+        if not commit:
+            return self._peek(positions, frames, valid)
+        if self.window is None and int(self.lengths.max()) + n > self.capacity:
+            raise ValueError(f"kv-cache full: {int(self.lengths.max()) + n} tokens > capacity {self.capacity} (set a window)")
         slots = positions % self.capacity
         if self.window is not None:
             oldest = frames[:, :1] - self.window + 1
@@ -357,8 +368,19 @@ class KVCache(nn.Module):
         shared = b == 1 or bool((mask == mask[:1]).all())
         return CacheStep(slots, positions, mask[0] if shared else mask[:, None])
 
+    def _peek(self, positions: torch.Tensor, frames: torch.Tensor, valid: torch.Tensor) -> CacheStep:
+        old = visibility(frames, self.slot_frame, self.window)  # [B, n, capacity]
+        new = visibility(frames, torch.where(valid, frames, torch.full_like(frames, -1)), self.window)
+        new |= torch.eye(frames.shape[1], dtype=torch.bool, device=frames.device)  # no empty softmax rows
+        mask = torch.cat([old, new], dim=-1)
+        shared = self.batch == 1 or bool((mask == mask[:1]).all())
+        return CacheStep(positions, positions, mask[0] if shared else mask[:, None], commit=False)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, n, hd] into the step's slots → (keys, values) [B, H, capacity, hd]."""
+        """Write k, v [B, H, n, hd] into the step's slots → (keys, values) [B, H, capacity, hd]
+        (a peek writes nothing and returns [B, H, capacity + n, hd])."""
+        if not step.commit:
+            return torch.cat([self.k[layer], k], dim=2), torch.cat([self.v[layer], v], dim=2)
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
         self.k[layer].transpose(1, 2)[rows, step.slots] = k.transpose(1, 2)
         self.v[layer].transpose(1, 2)[rows, step.slots] = v.transpose(1, 2)

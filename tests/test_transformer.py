@@ -88,6 +88,32 @@ def test_cache_sliding_window_wraps_and_matches_windowed_forward():
     assert (unwindowed[:, -1] - full[:, -1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("window", [None, 3])
+def test_peek_equals_full_forward_and_leaves_the_cache_alone(window):
+    """A peek at the next frame (what video denoising does at every step) gives the full forward's
+    outputs for that frame, writes nothing, and can be repeated with other inputs."""
+    m = model(latent_dim=4, prefix_vocab=10)
+    per, frames = 3, 6
+    lat, prefix = torch.randn(2, per * frames, 4), torch.randint(0, 10, (2, 2))
+    cache = KVCache(m.cfg, 2, 2 + per * frames if window is None else (window + 1) * per + 2, per, window)
+    with torch.no_grad():
+        m(latents=lat[:, : per * 4], prefix=prefix, cache=cache)  # context: prefix + 4 frames
+        state = (cache.k.clone(), cache.lengths.clone(), cache.slot_frame.clone(), cache.next_frame.clone())
+        for f in (4, 4, 5):  # frame 5 as a peek too: two frames in one peek
+            nxt = lat[:, : per * (f + 1)] if f == 4 else lat
+            n_new = per * (frames - 4) if f == 5 else per
+            full = m(latents=nxt, prefix=prefix, tokens_per_frame=per, window=window)[:, -n_new:]
+            peek = m(latents=nxt[:, per * 4 :], cache=cache, commit=False)
+            assert (full - peek).abs().max() <= 1e-5
+            assert torch.equal(cache.k, state[0]) and torch.equal(cache.lengths, state[1])
+            assert torch.equal(cache.slot_frame, state[2]) and torch.equal(cache.next_frame, state[3])
+        other = m(latents=torch.randn(2, per, 4), cache=cache, commit=False)
+        assert (other - peek[:, :per]).abs().max() > 1e-4  # the peek really reads its own inputs
+        committed = m(latents=lat[:, per * 4 : per * 5], cache=cache)  # writing the frame gives the same outputs
+        full = m(latents=lat[:, : per * 5], prefix=prefix, tokens_per_frame=per, window=window)[:, -per:]
+        assert (committed - full).abs().max() <= 1e-5 and int(cache.lengths[0]) == 2 + per * 5
+
+
 def test_cache_refuses_partial_frames_and_overflow():
     m = model()
     cache = KVCache(m.cfg, 1, 6, tokens_per_frame=2)
