@@ -109,13 +109,16 @@ def frame_ids(n: int, tokens_per_frame: int = 1, prefix_len: int = 0, start: int
     return torch.where(idx < prefix_len, torch.full_like(idx, start), body)
 
 
-def visibility(q_frames: torch.Tensor, k_frames: torch.Tensor, window: int | None = None) -> torch.Tensor:
+def visibility(q_frames: torch.Tensor, k_frames: torch.Tensor, window: int | None = None,
+               sink_frames: int = 0) -> torch.Tensor:
     """Boolean mask [..., n_q, n_k]: True where a query may attend a key (same or earlier frame,
-    within the window; a key frame of -1 marks an empty cache slot). q_frames [..., n_q], k_frames [..., n_k]."""
+    within the window unless the key's frame is one of the first ``sink_frames``, which stay
+    visible, e.g. a caption; a key frame of -1 marks an empty cache slot).
+    q_frames [..., n_q], k_frames [..., n_k]."""
     diff = q_frames[..., :, None] - k_frames[..., None, :]
     ok = (diff >= 0) & (k_frames >= 0)[..., None, :]
     if window is not None:
-        ok &= diff < window
+        ok &= (diff < window) | (k_frames < sink_frames)[..., None, :]
     return ok
 
 
@@ -224,8 +227,9 @@ class CausalTransformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def embed(self, codes: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-              prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """Inputs → embeddings [B, P + S, D] (prefix first; codes and latents are summed if both given)."""
+              prefix: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs → embeddings [B, P + S, D] (prefix first; codes, latents and ``extra`` [B, S, D],
+        per-token vectors such as diffusion-timestep embeddings, are summed where given)."""
         parts, x = [], None
         if prefix is not None:
             if self.prefix_emb is None:
@@ -237,13 +241,16 @@ class CausalTransformer(nn.Module):
             if self.latent_in is None:
                 raise ValueError("this model has no latent adapter (latent_dim=0)")
             x = self.latent_in(latents) if x is None else x + self.latent_in(latents)
+        if extra is not None:
+            x = extra if x is None else x + extra
         if x is not None:
             parts.append(x)
         return torch.cat(parts, dim=1)
 
     def forward(self, codes: torch.Tensor | None = None, latents: torch.Tensor | None = None,
                 prefix: torch.Tensor | None = None, tokens_per_frame: int = 1, window: int | None = None,
-                cache: KVCache | None = None, lengths: torch.Tensor | None = None, commit: bool = True) -> torch.Tensor:
+                cache: KVCache | None = None, lengths: torch.Tensor | None = None, commit: bool = True,
+                extra: torch.Tensor | None = None, sink: bool = False) -> torch.Tensor:
         """→ hidden [B, P + S, D].
 
         Without a cache: a full forward with the mask given by ``prefix``/``tokens_per_frame``/
@@ -251,8 +258,9 @@ class CausalTransformer(nn.Module):
         With a cache: the tokens are appended and attend to what the cache holds, under the
         cache's own layout and window; ``lengths`` [B] (cache only) says how many of the S stream
         tokens of each row are real (right padding; the rest are written nowhere visible);
-        ``commit=False`` attends to the cache without writing to it (:meth:`KVCache.reserve`)."""
-        x = self.embed(codes, latents, prefix)
+        ``commit=False`` attends to the cache without writing to it (:meth:`KVCache.reserve`);
+        ``sink`` keeps the prefix visible beyond the ``window`` (as a cache with ``sink`` does)."""
+        x = self.embed(codes, latents, prefix, extra)
         n, p = x.shape[1], 0 if prefix is None else prefix.shape[1]
         if cache is not None:
             step = cache.reserve(n, p, lengths, commit)
@@ -265,7 +273,7 @@ class CausalTransformer(nn.Module):
                 plan = AttentionPlan(rope, causal=True)
             else:
                 frames = frame_ids(n, tokens_per_frame, p).to(x.device)
-                plan = AttentionPlan(rope, visibility(frames, frames, window))
+                plan = AttentionPlan(rope, visibility(frames, frames, window, int(sink and p > 0)))
         for i, layer in enumerate(self.layers):
             x = layer(x, plan, i)
         return self.norm(x)
@@ -303,13 +311,18 @@ class KVCache(nn.Module):
     prompts of different lengths, and a row that has ended can stop growing (append with
     length 0). With ``window`` (frames), a query sees only the last ``window`` frames of its row,
     and the ring can be as small as ``(window + max_frames_per_append - 1) * tokens_per_frame``
-    for unbounded streams. Without a window, ``capacity`` bounds every row's length.
+    (plus ``sink``) for unbounded streams. Without a window, ``capacity`` bounds every row's length.
+    ``sink`` > 0: the first ``sink`` tokens of every row (a caption prefix, written first) are
+    kept outside the ring and stay visible whatever the window (attention sinks, StreamingLLM).
     """
 
     def __init__(self, cfg: TransformerConfig, batch: int, capacity: int, tokens_per_frame: int = 1,
-                 window: int | None = None, dtype: torch.dtype = torch.float32, device=None):
+                 window: int | None = None, dtype: torch.dtype = torch.float32, device=None, sink: int = 0):
         super().__init__()
-        self.capacity, self.tokens_per_frame, self.window = capacity, tokens_per_frame, window
+        if not 0 <= sink < capacity:
+            raise ValueError(f"sink must be 0..capacity − 1, got {sink}")
+        self.capacity, self.tokens_per_frame, self.window, self.sink = capacity, tokens_per_frame, window, sink
+        self.sink_frames = 0  # frames that lie wholly in the sink (known once written)
         shape = (cfg.n_layers, batch, cfg.n_heads, capacity, cfg.head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
@@ -322,6 +335,7 @@ class KVCache(nn.Module):
         return self.k.shape[1]
 
     def reset(self) -> None:
+        self.sink_frames = 0
         self.slot_frame.fill_(-1)
         self.lengths.zero_()
         self.next_frame.zero_()
@@ -350,15 +364,18 @@ class KVCache(nn.Module):
             return self._peek(positions, frames, valid)
         if self.window is None and int(self.lengths.max()) + n > self.capacity:
             raise ValueError(f"kv-cache full: {int(self.lengths.max()) + n} tokens > capacity {self.capacity} (set a window)")
-        slots = positions % self.capacity
+        ring = self.capacity - self.sink
+        slots = torch.where(positions < self.sink, positions, self.sink + (positions - self.sink) % ring)
         if self.window is not None:
             oldest = frames[:, :1] - self.window + 1
             evicted = self.slot_frame.gather(1, slots)
-            if n > self.capacity or bool(((evicted >= 0) & (evicted >= oldest)).any()):
+            if n > ring or bool(((evicted >= 0) & (evicted >= oldest)).any()):
                 raise ValueError("kv-cache ring too small for this append and window; raise capacity")
         slot_frame = torch.where(valid, frames, torch.full_like(frames, -1))
         self.slot_frame.scatter_(1, slots, slot_frame)
-        mask = visibility(frames, self.slot_frame, self.window)
+        if self.sink and bool((positions == self.sink - 1).any()):
+            self.sink_frames = int(frames[positions == self.sink - 1].max()) + 1
+        mask = visibility(frames, self.slot_frame, self.window, self.sink_frames)
         mask.scatter_(-1, slots[:, :, None], True)  # every token sees itself (padding too: no empty softmax rows)
         self.lengths += real
         last = frames.gather(1, (real - 1).clamp_min(0)[:, None])[:, 0] + 1
@@ -369,7 +386,7 @@ class KVCache(nn.Module):
         return CacheStep(slots, positions, mask[0] if shared else mask[:, None])
 
     def _peek(self, positions: torch.Tensor, frames: torch.Tensor, valid: torch.Tensor) -> CacheStep:
-        old = visibility(frames, self.slot_frame, self.window)  # [B, n, capacity]
+        old = visibility(frames, self.slot_frame, self.window, self.sink_frames)  # [B, n, capacity]
         new = visibility(frames, torch.where(valid, frames, torch.full_like(frames, -1)), self.window)
         new |= torch.eye(frames.shape[1], dtype=torch.bool, device=frames.device)  # no empty softmax rows
         mask = torch.cat([old, new], dim=-1)

@@ -35,7 +35,7 @@ def test_prefix_sees_itself_whole():
     prefix = torch.randint(0, 10, (1, 5))
     emb = m.embed(prefix=prefix).detach().requires_grad_(True)
     # run the trunk on embeddings directly: hook the embedding output
-    m.embed = lambda codes=None, latents=None, prefix=None: emb
+    m.embed = lambda codes=None, latents=None, prefix=None, extra=None: emb
     h = m(prefix=prefix)
     (g,) = torch.autograd.grad(h[0, 0].sum(), emb)
     assert (g[0].abs().sum(-1) > 0).all(), "prefix token 0 must see the whole prefix"
@@ -112,6 +112,22 @@ def test_peek_equals_full_forward_and_leaves_the_cache_alone(window):
         committed = m(latents=lat[:, per * 4 : per * 5], cache=cache)  # writing the frame gives the same outputs
         full = m(latents=lat[:, : per * 5], prefix=prefix, tokens_per_frame=per, window=window)[:, -per:]
         assert (committed - full).abs().max() <= 1e-5 and int(cache.lengths[0]) == 2 + per * 5
+
+
+def test_sink_keeps_the_prefix_visible_beyond_the_window():
+    m = model(prefix_vocab=10)
+    w, per, p = 3, 2, 4
+    codes, prefix = torch.randint(0, 16, (2, 2, 30)), torch.randint(0, 10, (2, p))  # 15 frames: the ring wraps
+    with torch.no_grad():
+        full = m(codes=codes, prefix=prefix, tokens_per_frame=per, window=w, sink=True)
+        cache = KVCache(m.cfg, 2, p + w * per, per, window=w, sink=p)
+        outs = [m(codes=codes[..., :per], prefix=prefix, cache=cache)]
+        outs += [m(codes=codes[..., t : t + per], cache=cache) for t in range(per, 30, per)]
+        assert (full - torch.cat(outs, 1)).abs().max() <= 1e-5
+        forgetful = m(codes=codes, prefix=prefix, tokens_per_frame=per, window=w)  # without the sink: the caption fades
+    assert (forgetful[:, -1] - full[:, -1]).abs().max() > 1e-4
+    with pytest.raises(ValueError):
+        KVCache(m.cfg, 1, 4, sink=4)
 
 
 def test_cache_refuses_partial_frames_and_overflow():

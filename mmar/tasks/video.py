@@ -1,0 +1,228 @@
+"""Frame-autoregressive video on continuous latents (FAR / Ca2-VDM style): the σ-VAE
+(``image_vae``) per frame + one :class:`~mmar.transformer.CausalTransformer` with block-causal
+frames + a :class:`~mmar.heads.DiffusionHead` that denoises every token of a frame at once.
+
+Layout: a caption prefix [P] (bidirectional), then frames of N = rows × cols latent tokens; a
+token sees its own frame and every earlier one (``tokens_per_frame = N``). Each token's input is
+its latent (noisy or clean) plus a time embedding: of its frame's diffusion time t ∈ [0, 1], or
+a learned **clean** embedding for a finished frame (FAR's clean-context timestep).
+
+Training (diffusion forcing, as FAR): every frame of a clip gets its own t and noise (flow
+matching: x_t = (1 − t)·x + t·ε), a share ``clean_p`` of frames stays clean with the clean
+embedding, and the head predicts ε − x for the noisy frames from (x_t, t, the trunk's hidden state
+at that token).
+
+Sampling (:func:`generate_frames`): the caption and any prompt frames are written to the kv-cache
+once; each new frame starts as noise and takes ``steps`` Euler steps, each a **peek** through the
+trunk (``commit=False``: the noisy frame attends to the cached clean context and to itself,
+nothing is written), so the context is computed once and reused by every denoising step; the
+finished frame is then written to the cache with the clean embedding. ``cached=False`` recomputes
+the whole context at every step instead (the reference: same frames up to float rounding). With
+a ``window`` of W frames the cache is a ring of W frames plus the caption, which stays visible
+(the cache's ``sink``), so a rollout of any length runs in bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoint import find_checkpoint, load_task_model
+from ..errors import MmarError
+from ..heads import DiffusionConfig, DiffusionHead, timestep_embedding
+from ..text.captions import CaptionVocab
+from ..tokenizers.base import LoadedTokenizer
+from ..transformer import TRUNK_BOUNDS, CausalTransformer, KVCache, TransformerConfig, checked_trunk
+
+NAME = "video-64"
+HEAD_BOUNDS = {"width": (8, 8192), "depth": (1, 64), "repeats": (1, 64)}
+MAX_WINDOW = 4096
+
+
+class VideoNet(nn.Module):
+    """Trunk + time embeddings + diffusion head as one module (one state dict, one DDP wrapper)."""
+
+    def __init__(self, trunk: CausalTransformer, head: DiffusionHead, tokens_per_frame: int):
+        super().__init__()
+        d = trunk.cfg.dim
+        self.trunk, self.head, self.tokens_per_frame = trunk, head, tokens_per_frame
+        self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.clean = nn.Parameter(torch.zeros(d))
+
+    def time_embedding(self, t: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
+        """Per-token time vectors [B, frames · N, D]: of the times t [B, frames] (None: clean frames)."""
+        n, d = self.tokens_per_frame, self.clean.shape[0]
+        if t is None:
+            return self.clean.expand(batch, frames * n, d)
+        e = self.time(timestep_embedding(t.flatten(), 256).to(self.clean.dtype)).view(batch, frames, 1, d)
+        return e.expand(batch, frames, n, d).reshape(batch, frames * n, d)
+
+    def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float = 0.1,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
+        error of the head's ε − x on the noisy frames (each frame its own t; a share ``clean_p``
+        stays clean and is context only)."""
+        b, f, n, c = latents.shape
+        t = torch.rand(b, f, generator=generator).to(latents)
+        clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
+        eps = torch.randn(latents.shape, generator=generator).to(latents)
+        xt = torch.where(clean[..., None, None], latents, (1 - t)[..., None, None] * latents + t[..., None, None] * eps)
+        extra = torch.where(clean.repeat_interleave(n, 1)[..., None], self.clean, self.time_embedding(t, b, f))
+        h = self.trunk(latents=xt.flatten(1, 2), prefix=prefix, tokens_per_frame=n, extra=extra)[:, prefix.shape[1]:]
+        keep = ~clean.repeat_interleave(n, 1).flatten()
+        if not bool(keep.any()):
+            return h.sum() * 0.0
+        pred = self.head.predict(xt.flatten(0, 2)[keep], t.repeat_interleave(n, 1).flatten()[keep], h.flatten(0, 1)[keep])
+        want = (eps - latents).flatten(0, 2)[keep]
+        return F.mse_loss(pred.float(), want.float())
+
+
+@dataclass
+class VideoModel:
+    """A caption → video model with its vocabulary, latent grid, window and VAE identity."""
+
+    model: VideoNet
+    vocab: CaptionVocab
+    grid: tuple[int, int]
+    window: int
+    model_id: str = NAME
+    weights: str = ""
+    tokenizer_weights: str = ""
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.head.cfg.latent_dim
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
+                  tokenizer: LoadedTokenizer | None = None, name: str = NAME) -> dict:
+    """The ``config.json`` of a video checkpoint (kind ``video``)."""
+    return {"kind": "video", "name": name, "model": {k: model[k] for k in TRUNK_BOUNDS if k in model},
+            "head": {k: head[k] for k in (*HEAD_BOUNDS, "objective") if k in head},
+            "latent_dim": latent_dim, "grid": list(grid), "window": window, "captions": vocab.to_dict(),
+            "tokenizer": {"name": tokenizer.model_id, "weights": tokenizer.weights} if tokenizer else {}}
+
+
+def from_config(config: dict, where: str = "config") -> VideoModel:
+    """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
+    if not isinstance(config, dict) or config.get("kind") != "video":
+        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise MmarError(f"{where} holds a {kind!r:.40} checkpoint, not a video model")
+    m = checked_trunk(config.get("model"), where)
+    ints = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
+    head, c, grid, window = config.get("head"), config.get("latent_dim"), config.get("grid"), config.get("window")
+    if not (isinstance(head, dict) and set(head) <= {*HEAD_BOUNDS, "objective"} and head.get("objective", "flow") == "flow"
+            and all(ints(head[k], *HEAD_BOUNDS[k]) for k in HEAD_BOUNDS if k in head) and ints(c, 1, 256)
+            and isinstance(grid, list) and len(grid) == 2 and all(ints(g, 1, 64) for g in grid) and ints(window, 1, MAX_WINDOW)):
+        raise MmarError(f"{where}: head (flow only), latent_dim, grid or window malformed")
+    vocab = CaptionVocab.from_dict(config.get("captions"), where)
+    try:
+        cfg = TransformerConfig(**m, vocab=(), head_vocab=(), latent_dim=c, prefix_vocab=len(vocab))
+        if cfg.dim % cfg.n_heads or cfg.head_dim % 2:
+            raise ValueError("dim must be a multiple of 2 × n_heads")
+    except (TypeError, ValueError) as e:
+        raise MmarError(f"{where}: {e}") from None
+    net = VideoNet(CausalTransformer(cfg), DiffusionHead(DiffusionConfig(latent_dim=c, **head), cfg.dim), grid[0] * grid[1])
+    tok = config.get("tokenizer") or {}
+    return VideoModel(net, vocab, (grid[0], grid[1]), window, str(config.get("name", NAME))[:64],
+                      tokenizer_weights=str(tok.get("weights", ""))[:16])
+
+
+def load_video(path: Path | None = None) -> VideoModel:
+    """A ``video`` checkpoint directory (default: ``video-64`` on the checkpoint search path)."""
+    return load_task_model(find_checkpoint(NAME, path), from_config, "video")
+
+
+# -- sampling -----------------------------------------------------------------------------------
+class _Context:
+    """The clean context of a rollout: the kv-cache (``cached``), or every clean input kept for a
+    full recomputation at each denoising step (the reference)."""
+
+    def __init__(self, vm: VideoModel, prefix: torch.Tensor, cached: bool):
+        self.vm, self.prefix, self.cached = vm, prefix, cached
+        n, rows = vm.tokens_per_frame, prefix.shape[0]
+        trunk = vm.model.trunk
+        if cached:
+            p = prefix.shape[1]
+            self.cache = KVCache(trunk.cfg, rows, p + (vm.window + 1) * n, n, window=vm.window, sink=p,
+                                 dtype=next(trunk.parameters()).dtype)
+            trunk(prefix=prefix, cache=self.cache)
+        else:
+            self.frames: list[torch.Tensor] = []  # every clean frame [rows, N, C]: the window applies inside
+
+    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Hidden states [rows, N, D] of a noisy frame x [rows, N, C] at time t, given the context."""
+        vm, rows = self.vm, x.shape[0]
+        net, n = vm.model, vm.tokens_per_frame
+        extra = net.time_embedding(torch.full((rows, 1), t, dtype=x.dtype), rows, 1)
+        if self.cached:
+            return net.trunk(latents=x, extra=extra, cache=self.cache, commit=False)
+        ctx = self.frames
+        lat = torch.cat([*ctx, x], dim=1)
+        ext = torch.cat([net.time_embedding(None, rows, len(ctx)), extra], dim=1)
+        h = net.trunk(latents=lat, prefix=self.prefix, tokens_per_frame=n, extra=ext, window=vm.window, sink=True)
+        return h[:, -n:]
+
+    def commit(self, z: torch.Tensor) -> None:
+        """Append a clean frame z [rows, N, C] to the context."""
+        if self.cached:
+            self.vm.model.trunk(latents=z, extra=self.vm.model.time_embedding(None, z.shape[0], 1), cache=self.cache)
+        else:
+            self.frames.append(z)
+
+
+@torch.no_grad()
+def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: torch.Tensor | None = None,
+                    steps: int = 8, cfg_scale: float = 1.0, temperature: float = 1.0, seed: int = 0,
+                    cached: bool = True, on_frame=None) -> torch.Tensor:
+    """``frames`` new frames per caption after optional prompt latents [B, K, C, rows, cols] →
+    normalised latents [B, frames, C, rows, cols] (decode each frame with the VAE).
+    ``on_frame(i, latents [B, C, rows, cols])`` is called as each frame is finished (progress,
+    streaming to a file); the return value then still holds every frame."""
+    if not (1 <= steps <= 1000 and math.isfinite(temperature) and temperature >= 0 and math.isfinite(cfg_scale)):
+        raise MmarError("steps must be 1..1000, temperature ≥ 0 and the CFG scale finite")
+    b, n, c = len(captions), vm.tokens_per_frame, vm.latent_dim
+    guided = cfg_scale != 1.0
+    cond = vm.vocab.batch(captions)
+    prefix = torch.cat([cond, vm.vocab.null_batch(b)]) if guided else cond
+    rows = prefix.shape[0]
+    ctx = _Context(vm, prefix, cached)
+    if prompt is not None:
+        if prompt.dim() != 5 or prompt.shape[0] != b or prompt.shape[2:] != (c, *vm.grid):
+            raise MmarError(f"prompt latents must be [{b}, K, {c}, {vm.grid[0]}, {vm.grid[1]}], got {tuple(prompt.shape)}")
+        for k in range(prompt.shape[1]):
+            z = prompt[:, k].flatten(2).transpose(1, 2)
+            ctx.commit(torch.cat([z, z]) if guided else z)
+    gen = torch.Generator().manual_seed(seed)
+    head = vm.model.head
+    grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    out = []
+    for f in range(frames):
+        x = torch.randn(b, n, c, generator=gen) * temperature
+        for i in range(steps):
+            xx = torch.cat([x, x]) if guided else x
+            h = ctx.denoise(xx, grid[i])
+            tt = torch.full((rows * n,), grid[i])
+            pred = head.predict(xx.flatten(0, 1), tt, h.flatten(0, 1)).view(rows, n, c)
+            if guided:
+                pc, pu = pred.chunk(2)
+                pred = pu + cfg_scale * (pc - pu)
+            x = x + (grid[i + 1] - grid[i]) * pred
+        ctx.commit(torch.cat([x, x]) if guided else x)
+        frame = x.transpose(1, 2).reshape(b, c, *vm.grid)
+        out.append(frame)
+        if on_frame is not None:
+            on_frame(f, frame)
+    return torch.stack(out, dim=1)
