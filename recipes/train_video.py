@@ -1,0 +1,174 @@
+"""Train the frame-autoregressive video model (video-64) on moving-sprite clips.
+
+    python -m mmar.data.emoji --out data/emoji        # once: the sprites and their split
+    python recipes/train_video.py --config recipes/configs/video_small.json \
+        --tokenizer-checkpoint checkpoints/image-vae-64 --out runs/video_small
+    torchrun --nproc_per_node 2 recipes/train_video.py --config ... --out ...   # DDP (gloo on CPU)
+
+Step 1 renders ``data.clips`` training clips of ``data.frames`` frames (:class:`mmar.data.sprites.SpriteClips`,
+train split: the test split's sprites are never seen) and ``data.valid_clips`` validation clips,
+encodes every frame with the σ-VAE and caches the latents in ``<out>/latents.safetensors`` (keyed
+by the VAE's weights and the data settings). Step 2 trains :class:`mmar.tasks.video.VideoNet` on
+random windows of ``train.frames`` consecutive frames after the clip's caption (dropped to
+``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
+are clean context. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
+``valid.jsonl`` the loss on the validation clips with a fixed noise draw. The export in
+``<out>/export`` is a ``video`` checkpoint (``mmar video generate --checkpoint <out>/export``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from mmar.atomic import atomic_write
+from mmar.checkpoint import inference_state, save_pretrained
+from mmar.data.sprites import SpriteClips
+from mmar.tasks.image_latent import load_image_vae
+from mmar.tasks.video import export_config, from_config
+from mmar.text.captions import CaptionVocab
+from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
+                           pick_device, save_state, setup_distributed)
+
+CACHE_FORMAT = 1
+
+
+@torch.no_grad()
+def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, batch: int = 256) -> tuple[torch.Tensor, list[str]]:
+    """``count`` clips of ``split`` → (latents float [count, frames, N, C], captions)."""
+    clips = SpriteClips(root, split, frames=frames, seed=seed)
+    out, captions = [], []
+    pending: list[torch.Tensor] = []
+    for i in range(count):
+        c = clips.clip(i)
+        captions.append(c.caption)
+        pending.append(torch.from_numpy(c.frames).permute(0, 3, 1, 2).float().div(255))
+        if len(pending) * frames >= batch or i + 1 == count:
+            x = torch.cat(pending)
+            z = tok.model.encode(x).latents  # [n · frames, C, rows, cols]
+            out.append(z.flatten(2).transpose(1, 2).reshape(len(pending), frames, -1, z.shape[1]))
+            pending = []
+    return torch.cat(out).contiguous(), captions
+
+
+def load_data(tok, root: Path, dc: dict, seed: int, out: Path | None) -> dict:
+    """Train and valid latents and captions, from ``out`` when it holds them for these settings."""
+    key = {"format": CACHE_FORMAT, "tokenizer": tok.weights, "clips": dc["clips"], "valid_clips": dc["valid_clips"],
+           "frames": dc["frames"], "seed": seed}
+    meta = out.with_suffix(".json") if out is not None else None
+    if out is not None and out.is_file() and meta.is_file() and json.loads(meta.read_text())["key"] == key:
+        return {**load_file(str(out)), **json.loads(meta.read_text())["captions"]}
+    tl, tc = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed)
+    vl, vc = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed)
+    if out is not None:
+        atomic_write(out, lambda p: save_file({"train": tl, "valid": vl}, str(p)))
+        atomic_write(meta, lambda p: p.write_text(json.dumps({"key": key, "captions": {"train_captions": tc, "valid_captions": vc}})))
+    return {"train": tl, "valid": vl, "train_captions": tc, "valid_captions": vc}
+
+
+@torch.no_grad()
+def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int, clean_p: float, batch: int = 16) -> float:
+    """The training loss on the first ``frames`` frames of validation clips, with one fixed noise draw."""
+    was = net.training
+    net.eval()
+    gen, dev = torch.Generator().manual_seed(1234), next(net.parameters()).device
+    total, n = 0.0, 0
+    for i in range(0, len(latents), batch):
+        z = latents[i:i + batch, :frames]
+        prefix = vm.vocab.batch(captions[i:i + batch], truncate=True)
+        total += float(net(z.to(dev), prefix.to(dev), clean_p, gen)) * len(z)
+        n += len(z)
+    net.train(was)
+    return total / max(n, 1)
+
+
+def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None = None, stop_after: int | None = None,
+          progress: bool = True) -> dict:
+    """Run (or resume) the recipe → the last logged metrics. ``stop_after`` ends early (resume test)."""
+    dist_info = setup_distributed()
+    mc, tc, oc, dc = cfg["model"], cfg["train"], cfg["optim"], cfg["data"]
+    device = pick_device(tc.get("device", "auto"))
+    root = Path(data or dc["root"])
+    tok = load_image_vae(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
+    out.mkdir(parents=True, exist_ok=True)
+    d = load_data(tok, root, dc, tc["seed"], out / "latents.safetensors" if dist_info.main else None)
+    vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
+    config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
+                           cfg.get("name", "video-64"))
+    torch.manual_seed(tc["seed"])
+    vm = from_config(config)
+    model = vm.model.to(device)
+    ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
+    train_lat, train_caps = d["train"], d["train_captions"]
+    prefixes = vocab.batch(train_caps, truncate=True)
+    gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
+    optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
+    state_path = out / "state.safetensors"
+    step = load_state(state_path, model, optim, gen, ema) if state_path.exists() else 0
+    net = DDP(model, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else model
+    total, metrics, window = oc["steps"], {}, tc["frames"]
+    end = min(total, stop_after) if stop_after else total
+    budget = Budget(end, oc.get("minutes"))
+    bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="video", dynamic_ncols=True)
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "lr"], tc["log_every"], step == 0, dist_info.main)
+    while not budget.done(step):
+        lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        b = tc["batch_size"]
+        idx = torch.randint(0, len(train_lat), (b,), generator=gen)
+        start = torch.randint(0, train_lat.shape[1] - window + 1, (1,), generator=gen).item()
+        z = train_lat[idx, start:start + window]
+        prefix = prefixes[idx].clone()
+        prefix[torch.rand(b, generator=gen) < tc["caption_dropout"]] = vocab.null_batch(1)
+        with autocast(device):
+            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen)
+        optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
+        step += 1
+        bar.update(1)
+        if mlog.due(step):
+            metrics = {"step": step, "loss": loss.item(), "lr": lr}
+            mlog.write(step, [f"{loss.item():.6f}", f"{lr:.3e}"])
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        last = budget.done(step)
+        if dist_info.main and len(d["valid"]) and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
+            scored = ema.model if ema is not None else model
+            ev = {"valid_loss": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"])}
+            metrics.update(ev)
+            append_jsonl(out / "valid.jsonl", {"step": step, **ev})
+        if dist_info.main and (step % tc["save_every"] == 0 or last):
+            save_state(state_path, model, optim, step, gen, {"config": cfg}, ema)
+    bar.close()
+    mlog.close()
+    if dist_info.main and (step >= total or oc.get("minutes")):
+        save_pretrained(inference_state((ema.model if ema is not None else model).cpu()), config, out / "export")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--data", type=Path, help="emoji folder written by python -m mmar.data.emoji (overrides data.root)")
+    ap.add_argument("--tokenizer-checkpoint", type=Path, help="image_vae checkpoint directory (overrides data.tokenizer)")
+    ap.add_argument("--steps", type=int, help="override optim.steps")
+    ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
+    args = ap.parse_args(argv)
+    cfg = json.loads(args.config.read_text())
+    if args.steps:
+        cfg["optim"]["steps"] = args.steps
+    if args.minutes:
+        cfg["optim"]["minutes"] = args.minutes
+    print(json.dumps(train(cfg, args.out, args.data, args.tokenizer_checkpoint)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
