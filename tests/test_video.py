@@ -1,6 +1,7 @@
 """Frame-autoregressive video: the training loss, and sampling with the context cache reused across
 denoising steps equal to recomputing the context at every step (window, sink, prompts, CFG)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,69 @@ def test_recipe_resume_equals_uninterrupted_and_exports(named_shapes_dir, tmp_pa
     vm = tv.load_video(a / "export")
     assert vm.window == 4 and vm.grid == (8, 8) and "disc" in vm.vocab.stoi
     assert tv.generate_frames(vm, ["red disc moves left"], 2, steps=1).shape == (1, 2, 4, 8, 8)
+
+
+# -- files and command line -------------------------------------------------------------------------
+def test_video_files_round_trip_and_bad_inputs(tmp_path):
+    from mmar.video_io import read_frames, write_video
+
+    frames = np.full((6, 64, 64, 3), 255, np.uint8)
+    for i in range(6):
+        frames[i, 20:40, 5 + 6 * i : 25 + 6 * i] = (200, 40, 40)
+    for suffix in (".mp4", ".gif"):
+        p = write_video(tmp_path / f"v{suffix}", frames)
+        back = read_frames(p)
+        assert back.shape == frames.shape and np.abs(back.astype(int) - frames).mean() < 4
+        assert (p.stat().st_mode & 0o777) != 0o600
+        with pytest.raises(MmarError):
+            write_video(p, frames)  # exists: refused without force
+        assert read_frames(p, side=32, max_frames=2).shape == (2, 32, 32, 3)
+    runs = write_video(tmp_path / "runs.gif", frames[[0, 0, 0, 1, 2, 2]])  # identical frames: merged, then expanded
+    assert np.array_equal(read_frames(runs)[[0, 1, 2]], read_frames(runs)[[0, 0, 0]]) and len(read_frames(runs)) == 6
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    (tmp_path / "empty.gif").write_bytes(b"")
+    for bad in ("bad.mp4", "empty.gif", "missing.mp4", "v.txt"):
+        (tmp_path / "v.txt").write_text("x")
+        with pytest.raises(MmarError):
+            read_frames(tmp_path / bad)
+    with pytest.raises(MmarError):
+        write_video(tmp_path / "v.avi", frames)
+
+
+def test_cli_generate_continues_prompt_frames_and_refuses_bad_input(named_shapes_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmar.checkpoint import inference_state, save_pretrained
+    from mmar.tasks.image_latent import load_image_vae
+    from mmar.video_io import read_frames, write_video
+    from test_image_latent import make_latent_checkpoints
+
+    root = Path(__file__).resolve().parents[1]
+    _, vae = make_latent_checkpoints(tmp_path / "ckpt")
+    vocab = CaptionVocab.build(["fox moves left"], 6)
+    config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32}, vocab, 4, (8, 8), 4,
+                              load_image_vae(vae), "video-tiny")
+    save_pretrained(inference_state(tv.from_config(config).model), config, tmp_path / "video")
+    still = np.full((3, 50, 70, 3), 200, np.uint8)
+    still[1, :10] = 0  # distinct frames: a GIF stores a run of identical frames as one longer frame
+    prompt = write_video(tmp_path / "p.gif", still)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "mmar", "video", "generate", *map(str, args),
+                               "--checkpoint", tmp_path / "video", "--tokenizer-checkpoint", vae],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    r = run("--caption", "fox moves left", "--frames", 2, "--steps", 2, "--prompt-frames", prompt, "-o", tmp_path / "o.mp4")
+    assert r.returncode == 0, r.stderr
+    assert read_frames(tmp_path / "o.mp4").shape == (5, 64, 64, 3)  # 3 prompt frames + 2 new
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
+    for bad in (["--frames", 0], ["--frames", 10**6], ["--frames", 2, "-o", tmp_path / "o.avi"],
+                ["--frames", 2, "--prompt-frames", tmp_path / "junk.mp4"], ["--frames", 2, "--steps", 0],
+                ["--frames", 2, "-o", tmp_path / "o.mp4"], ["--frames", 2, "--caption", "!!!"]):
+        args = ["--caption", "fox", "-o", tmp_path / "x.gif"] + bad
+        r = run(*args)
+        assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)

@@ -41,7 +41,7 @@ def print_info(info: dict, as_json: bool, width: int = 24, none: str = "None") -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, codec, image, tts
+    from . import bench, codec, image, tts, video
 
     parser = Parser(prog="mmar", description="Multimodal autoregressive generation: speech codec, TTS, image and video.")
     parser.add_argument("--version", action="version", version=f"mmar {version()}")
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     image.add_parser(sub)
     tts.add_parser(sub)
+    video.add_parser(sub)
     return parser
 
 

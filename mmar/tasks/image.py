@@ -328,12 +328,22 @@ def load_image(path: Path, side: int = 64) -> LoadedImage:
     w, h = rgba.size
     if w < 1 or h < 1:
         raise MmarError(f"{path}: empty image")
+    x, crop = square_rgb(rgba, side)
+    return LoadedImage(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255, (w, h), crop)
+
+
+def square_rgb(im, side: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A PIL image (any mode; alpha composited on white) → (uint8 [side, side, 3]: centre-cropped to
+    a square and resized with Lanczos, the crop (left, top, size) in its pixels)."""
+    from PIL import Image
+
+    rgba = im.convert("RGBA")
     rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    w, h = rgb.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     small = rgb.crop((left, top, left + s, top + s)).resize((side, side), Image.LANCZOS)
-    x = torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).view(side, side, 3)
-    return LoadedImage(x.permute(2, 0, 1)[None].float() / 255, (w, h), (left, top, s))
+    return np.asarray(small, dtype=np.uint8).copy(), (left, top, s)
 
 
 def pixel_box_to_grid(box: tuple[int, int, int, int], loaded: LoadedImage, grid: tuple[int, int]) -> Box:

@@ -1,0 +1,84 @@
+"""``mmar video generate`` (over :mod:`mmar.tasks.video`).
+
+Caption → frames, or a continuation of prompt frames: the prompt (an MP4/WebM/… video, an
+animated GIF, or one still image) is read up to its first 256 frames, each centre-cropped to a
+square and resized to 64×64 (Lanczos, alpha on white); the output file holds the prompt frames
+followed by the N new ones, 64×64 at 8 frames per second, as H.264 MP4 or a looping GIF, written
+atomically (never over an existing file without -f). Checkpoints: --checkpoint (video-64) and
+--tokenizer-checkpoint (image-vae-64), else those names on the checkpoint search path.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import MmarError
+
+MAX_FRAMES = 2000
+MAX_PROMPT_FRAMES = 256
+
+
+def _generate(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..atomic import check_target
+    from ..tasks.image_latent import load_image_vae
+    from ..tasks.video import generate_frames, load_video
+    from ..text.captions import words
+    from ..tokenizers.image_cnn import to_uint8
+    from ..video_io import WRITE_SUFFIXES, read_frames, write_video
+
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise MmarError(f"--frames must be 1..{MAX_FRAMES}, got {args.frames}")
+    if not 1 <= args.steps <= 100:
+        raise MmarError(f"--steps must be 1..100, got {args.steps}")
+    if args.output.suffix.lower() not in WRITE_SUFFIXES:
+        raise MmarError(f"{args.output}: write .mp4 or .gif")
+    if args.caption.strip() and not words(args.caption):
+        raise MmarError(f"caption {args.caption!r:.60} has no words (an empty caption means unconditional)")
+    check_target(args.output, args.force)
+    vm = load_video(args.checkpoint)
+    tok = load_image_vae(args.tokenizer_checkpoint)
+    if vm.tokenizer_weights and not tok.speaks(vm.tokenizer_weights):
+        raise MmarError(f"{vm.model_id} was trained on VAE weights {vm.tokenizer_weights}, not {tok.weights} ({tok.model_id})")
+    vm.vocab.encode(args.caption)  # too long → one error line
+    side = tok.cfg.image_size
+    prompt_frames = np.zeros((0, side, side, 3), np.uint8)
+    prompt = None
+    with torch.no_grad():
+        if args.prompt_frames is not None:
+            prompt_frames = read_frames(args.prompt_frames, side, MAX_PROMPT_FRAMES)
+            x = torch.from_numpy(prompt_frames).permute(0, 3, 1, 2).float().div(255)
+            z = tok.model.encode(x).latents  # [K, C, rows, cols]
+            prompt = z[None]
+        new = []
+        generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
+                        on_frame=lambda i, z: new.append(to_uint8(tok.model.decode_latents(z))[0]))
+    frames = np.concatenate([prompt_frames, np.stack(new)])
+    write_video(args.output, frames, args.fps, args.force)
+    unknown = vm.vocab.unknown(args.caption)
+    note = f" (unknown words: {' '.join(unknown)})" if unknown else ""
+    print(f"{args.output}: {len(prompt_frames)} prompt + {args.frames} new frames for {args.caption!r}{note}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("video", help="video: caption → frames, or continue given frames",
+                       description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    vsub = p.add_subparsers(dest="video", required=True, parser_class=type(p))
+    g = vsub.add_parser("generate", help="caption (and optional prompt frames) → MP4 or GIF")
+    g.add_argument("--caption", required=True, metavar="TEXT", help='e.g. "fox moves left" ("" = unconditional)')
+    g.add_argument("--frames", type=int, required=True, metavar="N", help=f"new frames to generate (1..{MAX_FRAMES})")
+    g.add_argument("-o", "--output", type=Path, required=True, help="OUT.mp4 or OUT.gif")
+    g.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    g.add_argument("--prompt-frames", type=Path, metavar="IN", help="video, GIF or image to continue (first 256 frames)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=8, metavar="S", help="denoising steps per frame (default 8)")
+    g.add_argument("--cfg", type=float, default=1.5, metavar="C", help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T", help="scale of the starting noise")
+    g.add_argument("--fps", type=int, default=8, choices=range(1, 61), metavar="FPS", help="frames per second (default 8)")
+    g.add_argument("--checkpoint", type=Path, default=None, metavar="DIR", help="video model (default: video-64)")
+    g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: image-vae-64)")
+    g.set_defaults(func=_generate)
