@@ -116,6 +116,20 @@ def _bench_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_video(args: argparse.Namespace) -> int:
+    from ..atomic import write_json
+    from ..bench.video import format_video, run_video_bench
+
+    if not 1 <= args.clips <= 10_000 or not 2 <= args.context <= 256 or not 1 <= args.horizon <= 256:
+        raise MmarError("--clips must be 1..10000, --context 2..256 and --horizon 1..256")
+    result = run_video_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.clips, args.context, args.horizon,
+                             args.steps, args.cfg, args.seed, memory=not args.no_memory)
+    print(format_video(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print a table, write JSON)")
     bsub = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
@@ -144,6 +158,19 @@ def add_parser(sub) -> None:
     i.add_argument("--classifier", type=Path, default=None, help="emoji classifier for --generation (default: emoji-classifier)")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
+    v = bsub.add_parser("video", help="video continuation, caption adherence, cache-reuse speed and rollout memory on test clips")
+    v.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (the sprites; python -m mmar.data.emoji)")
+    v.add_argument("--checkpoint", type=Path, default=None, help="video model (default: video-64)")
+    v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: image-vae-64)")
+    v.add_argument("--clips", type=int, default=32)
+    v.add_argument("--context", type=int, default=4, help="true frames given")
+    v.add_argument("--horizon", type=int, default=8, help="frames generated")
+    v.add_argument("--steps", type=int, default=8)
+    v.add_argument("--cfg", type=float, default=1.5)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-memory", action="store_true", help="skip the 100- vs 1000-frame rollout memory runs")
+    v.add_argument("--json", type=Path)
+    v.set_defaults(func=_bench_video)
     t = bsub.add_parser("tts", help="zero-shot TTS and editing on unseen sentences and voices (WER, similarity, RTF)")
     t.add_argument("--data", type=Path, default=Path("data/tts"), help="TTS corpus (python -m mmar.data.tts_corpus)")
     t.add_argument("--limit", type=int, help="the first N test utterances of each voice")
