@@ -163,3 +163,32 @@ def test_cli_generate_continues_prompt_frames_and_refuses_bad_input(named_shapes
         args = ["--caption", "fox", "-o", tmp_path / "x.gif"] + bad
         r = run(*args)
         assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+
+
+def test_bench_video_cli(named_shapes_dir, tmp_path, capsys):
+    import json
+
+    from mmar.bench.video import shift_frame
+    from mmar.checkpoint import inference_state, save_pretrained
+    from mmar.cli import main
+    from mmar.tasks.image_latent import load_image_vae
+    from test_image_latent import make_latent_checkpoints
+
+    f = np.full((8, 8, 3), 255, np.uint8)
+    f[2, 3] = 0
+    assert shift_frame(f, 1, -2)[3, 1, 0] == 0 and shift_frame(f, 1, -2).sum() == f.sum()
+    _, vae = make_latent_checkpoints(tmp_path / "ckpt")
+    config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32}, CaptionVocab.build(["disc moves"], 6),
+                              4, (8, 8), 4, load_image_vae(vae), "video-tiny")
+    save_pretrained(inference_state(tv.from_config(config).model), config, tmp_path / "video")
+    out = tmp_path / "b.json"
+    assert main(["bench", "video", "--data", str(named_shapes_dir), "--checkpoint", str(tmp_path / "video"),
+                 "--tokenizer-checkpoint", str(vae), "--clips", "3", "--horizon", "3", "--steps", "2", "--no-memory",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["continuation"]) == {"model", "repeat_last", "shift_by_last_motion"}
+    assert len(r["continuation"]["model"]["psnr_per_step"]) == 3 and 0 <= r["caption_adherence"] <= 1
+    for v in r["speed_seconds_per_frame"].values():
+        assert v["max_abs_difference"] < 1e-4 and v["cached"] > 0
+    assert "model − repeat_last" in capsys.readouterr().out
+    assert main(["bench", "video", "--data", str(named_shapes_dir), "--clips", "0"]) == 2
