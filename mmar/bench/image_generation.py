@@ -9,8 +9,9 @@ on), one image per emoji's lower-case Unicode name and CFG scale is scored by:
 - **caption accuracy**: the classifier's top-1 / top-5 group and subgroup against the emoji's own;
   the classifier's accuracy on the real renders of the same emoji is the ceiling;
 - **FD**: the Fréchet distance, in the classifier's feature space, between the generated images
-  and the renders of the same emoji; the floor is the FD between N other renders of the split
-  and those renders (two halves of real images);
+  and the renders of N *other* emoji of the split; the floor is the FD between the real renders
+  of the captioned emoji and those same others (two halves of the split's real images): what a
+  perfect generator would score;
 - **diversity**: mean pairwise feature distance between 4 seeds of one caption (16 captions),
   next to that between renders of different emoji;
 - **speed**: seconds per image, one image at a time, with the kv-cache and recomputing the whole
@@ -127,7 +128,7 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
     log = log or (lambda s: None)
     rng = np.random.default_rng(seed)
     result: dict = {"per_split": per_split, "cfg_scales": list(cfg_scales), "seed": seed, "real": {}, "paths": {}}
-    chosen: dict[str, tuple[list[dict], torch.Tensor]] = {}
+    chosen: dict[str, tuple[list[dict], torch.Tensor]] = {}  # split → (captioned emoji, features of N other renders)
     for split in ("train", "test"):
         s = load_split(data, split)
         order = rng.permutation(len(s.entries))
@@ -137,13 +138,14 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         entries = [s.entries[i] for i in pick]
         mine = _classify(classifier, real[pick], entries)
         others = classifier.run(real[other])[0]
-        chosen[split] = (entries, mine.pop("features"))
-        result["real"][split] = {**mine, "fd_floor": frechet_distance(others, chosen[split][1]),
-                                 "diversity_between_emoji": mean_pairwise_distance(chosen[split][1])}
+        feats = mine.pop("features")
+        chosen[split] = (entries, others)
+        result["real"][split] = {**mine, "fd_floor": frechet_distance(feats, others),
+                                 "diversity_between_emoji": mean_pairwise_distance(feats)}
     for path in paths:
         log(f"{path.name}: sampling")
         rows: dict = {}
-        for split, (entries, real_feats) in chosen.items():
+        for split, (entries, others) in chosen.items():
             captions = [" ".join(words(e["name"])) for e in entries]
             for cfg in cfg_scales:
                 t0 = time.perf_counter()
@@ -151,7 +153,7 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
                 sec = (time.perf_counter() - t0) / len(imgs)
                 scores = _classify(classifier, imgs, entries)
                 rows[f"{split}@cfg{cfg:g}"] = {**{k: v for k, v in scores.items() if k != "features"},
-                                               "fd": frechet_distance(scores["features"], real_feats),
+                                               "fd": frechet_distance(scores["features"], others),
                                                "seconds_per_image_batched": sec}
                 log(f"  {split} cfg {cfg:g}: group {scores['group_top1']:.2f}, subgroup {scores['subgroup_top1']:.2f}")
         entries = chosen["test"][0][:diversity_captions]
@@ -188,8 +190,8 @@ def format_generation(r: dict) -> str:
             lines.append(f"{name:<10}{key:<15}{100 * v['group_top1']:>7.1f}%{100 * v['group_top5']:>7.1f}%"
                          f"{100 * v['subgroup_top1']:>7.1f}%{100 * v['subgroup_top5']:>7.1f}%{v['fd']:>8.1f}"
                          f"{v['seconds_per_image_batched']:>8.3f}")
-    lines += ["(real rows: the classifier on the renders themselves, the ceiling; their FD column is the floor: "
-              "other renders vs these)", "",
+    lines += ["(real rows: the classifier on the captioned emoji's renders, the ceiling; FD is to the renders of "
+              "as many other emoji, and the real rows' FD is the floor)", "",
               f"{'path':<10}{'diversity':>10}{'(between emoji)':>16}{'s/img cached':>14}{'uncached':>10}{'ratio':>7}"]
     for name, p in r["paths"].items():
         t = p["speed_one_image_cfg1.5"]
