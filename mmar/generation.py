@@ -1,4 +1,4 @@
-"""THE decoding loop: every autoregressive user of the Transformer runs through this module
+"""THE decoding loops: every autoregressive user of the Transformer runs through this module
 (the LM entropy coder, the fine-token generator, and TTS, image and video generation).
 
 Three layers, each usable on its own:
@@ -15,7 +15,9 @@ Three layers, each usable on its own:
 
 Continuous tokens (VAE latents) use the same steppers with ``readout=hidden``: a continuous head
 (:class:`mmar.heads.DiffusionHead`) samples each latent from the hidden state that predicts it,
-and :func:`latent_loop` feeds it back.
+and :func:`latent_loop` feeds it back. Frames of continuous tokens denoised in place (video) run
+through :func:`denoise_frames` over a :class:`FrameCache` (clean context written once, peeked at
+every denoising step) or its reference :class:`FrameRecompute`.
 
 Classifier-free guidance: with ``cfg_scale`` ≠ 1 the batch holds the conditional rows first and
 the unconditional rows second ([2B, ...]); both halves receive the same sampled tokens.
@@ -319,4 +321,91 @@ def latent_loop(stepper: Stepper, hidden_state: torch.Tensor, steps: int, choose
         out.append(x)
         if step + 1 < steps:
             hidden_state = stepper(latents=x[:, None])[:, -1]
+    return torch.stack(out, dim=1)
+
+
+# -- frames of continuous tokens, denoised in place (video) -------------------------------------
+TimeEmbedding = Callable[["float | None", int], torch.Tensor]
+"""(diffusion time t of a frame, or None for a clean frame; rows) → per-token vectors [rows, N, D]
+added to that frame's inputs (FAR's clean-context timestep is the None case)."""
+
+
+class FrameCache:
+    """The clean context of a frame rollout on a kv-cache: the prefix and each finished frame are
+    written once (:meth:`commit`); every denoising step of the next frame is a :meth:`peek` that
+    attends to them without writing, so the context is computed once, not once per step. A
+    ``window`` of W frames makes it a ring of W frames plus the prefix (the cache's sink)."""
+
+    def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
+                 time_embedding: TimeEmbedding):
+        p, n = prefix.shape[1], tokens_per_frame
+        self.model, self.time_embedding = model, time_embedding
+        self.cache = KVCache(model.cfg, prefix.shape[0], p + (window + 1) * n, n, window=window, sink=p,
+                             dtype=next(model.parameters()).dtype, device=prefix.device)
+        model(prefix=prefix, cache=self.cache)
+
+    @torch.no_grad()
+    def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """A noisy frame x [rows, N, C] at time t → hidden states [rows, N, D] (nothing is written)."""
+        return self.model(latents=x, extra=self.time_embedding(t, x.shape[0]), cache=self.cache, commit=False)
+
+    @torch.no_grad()
+    def commit(self, z: torch.Tensor) -> None:
+        """Write a clean frame z [rows, N, C] to the cache."""
+        self.model(latents=z, extra=self.time_embedding(None, z.shape[0]), cache=self.cache)
+
+
+class FrameRecompute:
+    """The reference for :class:`FrameCache`: keeps every clean frame and, at every peek,
+    recomputes the full forward of prefix + clean frames + the noisy frame under the same
+    window and sink. Same hidden states up to float rounding; cost grows with the rollout."""
+
+    def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
+                 time_embedding: TimeEmbedding):
+        self.model, self.prefix, self.n, self.window, self.time_embedding = model, prefix, tokens_per_frame, window, time_embedding
+        self.frames: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        rows = x.shape[0]
+        extra = torch.cat([self.time_embedding(None, rows)] * len(self.frames) + [self.time_embedding(t, rows)], dim=1)
+        h = self.model(latents=torch.cat([*self.frames, x], dim=1), prefix=self.prefix, tokens_per_frame=self.n,
+                       extra=extra, window=self.window, sink=True)
+        return h[:, -self.n:]
+
+    def commit(self, z: torch.Tensor) -> None:
+        self.frames.append(z)
+
+
+FrameContext = FrameCache | FrameRecompute
+Velocity = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
+"""(noisy frame x [rows, N, C], time t, hidden states [rows, N, D]) → predicted dx/dt direction
+ε − x [rows, N, C] (a flow-matching head's prediction)."""
+
+
+@torch.no_grad()
+def denoise_frames(context: FrameContext, velocity: Velocity, frames: int, shape: tuple[int, int, int], steps: int,
+                   cfg_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
+                   on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Frame after frame: start from noise [B, N, C] (``shape``) · ``temperature`` at t = 1, take
+    ``steps`` Euler steps of the rectified-flow ODE to t = 0 (each a ``context.peek``), then
+    ``context.commit`` the clean frame. With ``cfg_scale`` ≠ 1 the context's rows are [cond; uncond]
+    halves ([2B, ...]): both get the same frame and the prediction is uncond + scale · (cond − uncond).
+    ``on_frame(i, frame [B, N, C])`` sees each finished frame. → frames [B, frames, N, C]."""
+    guided = cfg_scale != 1.0
+    grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    out = []
+    for f in range(frames):
+        x = torch.randn(shape, generator=generator) * temperature
+        for i in range(steps):
+            xx = torch.cat([x, x]) if guided else x
+            pred = velocity(xx, grid[i], context.peek(xx, grid[i]))
+            if guided:
+                pc, pu = pred.chunk(2)
+                pred = pu + cfg_scale * (pc - pu)
+            x = x + (grid[i + 1] - grid[i]) * pred
+        context.commit(torch.cat([x, x]) if guided else x)
+        out.append(x)
+        if on_frame is not None:
+            on_frame(f, x)
     return torch.stack(out, dim=1)

@@ -12,14 +12,15 @@ matching: x_t = (1 − t)·x + t·ε), a share ``clean_p`` of frames stays clean
 embedding, and the head predicts ε − x for the noisy frames from (x_t, t, the trunk's hidden state
 at that token).
 
-Sampling (:func:`generate_frames`): the caption and any prompt frames are written to the kv-cache
-once; each new frame starts as noise and takes ``steps`` Euler steps, each a **peek** through the
-trunk (``commit=False``: the noisy frame attends to the cached clean context and to itself,
-nothing is written), so the context is computed once and reused by every denoising step; the
-finished frame is then written to the cache with the clean embedding. ``cached=False`` recomputes
-the whole context at every step instead (the reference: same frames up to float rounding). With
-a ``window`` of W frames the cache is a ring of W frames plus the caption, which stays visible
-(the cache's ``sink``), so a rollout of any length runs in bounded memory.
+Sampling (:func:`generate_frames`, over :func:`mmar.generation.denoise_frames`): the caption and
+any prompt frames are written to the kv-cache once (:class:`~mmar.generation.FrameCache`); each
+new frame starts as noise and takes ``steps`` Euler steps, each a **peek** through the trunk
+(``commit=False``: the noisy frame attends to the cached clean context and to itself, nothing is
+written), so the context is computed once and reused by every denoising step; the finished frame
+is then written to the cache with the clean embedding. ``cached=False`` recomputes the whole
+context at every step instead (:class:`~mmar.generation.FrameRecompute`: same frames up to float
+rounding). With a ``window`` of W frames the cache is a ring of W frames plus the caption, which
+stays visible (the cache's ``sink``), so a rollout of any length runs in bounded memory.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ import torch.nn.functional as F
 
 from ..checkpoint import find_checkpoint, load_task_model
 from ..errors import MmarError
+from ..generation import FrameCache, FrameRecompute, denoise_frames
 from ..heads import DiffusionConfig, DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
-from ..transformer import TRUNK_BOUNDS, CausalTransformer, KVCache, TransformerConfig, checked_trunk
+from ..transformer import TRUNK_BOUNDS, CausalTransformer, TransformerConfig, checked_trunk
 
 NAME = "video-64"
 HEAD_BOUNDS = {"width": (8, 8192), "depth": (1, 64), "repeats": (1, 64)}
@@ -146,83 +148,37 @@ def load_video(path: Path | None = None) -> VideoModel:
 
 
 # -- sampling -----------------------------------------------------------------------------------
-class _Context:
-    """The clean context of a rollout: the kv-cache (``cached``), or every clean input kept for a
-    full recomputation at each denoising step (the reference)."""
-
-    def __init__(self, vm: VideoModel, prefix: torch.Tensor, cached: bool):
-        self.vm, self.prefix, self.cached = vm, prefix, cached
-        n, rows = vm.tokens_per_frame, prefix.shape[0]
-        trunk = vm.model.trunk
-        if cached:
-            p = prefix.shape[1]
-            self.cache = KVCache(trunk.cfg, rows, p + (vm.window + 1) * n, n, window=vm.window, sink=p,
-                                 dtype=next(trunk.parameters()).dtype)
-            trunk(prefix=prefix, cache=self.cache)
-        else:
-            self.frames: list[torch.Tensor] = []  # every clean frame [rows, N, C]: the window applies inside
-
-    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        """Hidden states [rows, N, D] of a noisy frame x [rows, N, C] at time t, given the context."""
-        vm, rows = self.vm, x.shape[0]
-        net, n = vm.model, vm.tokens_per_frame
-        extra = net.time_embedding(torch.full((rows, 1), t, dtype=x.dtype), rows, 1)
-        if self.cached:
-            return net.trunk(latents=x, extra=extra, cache=self.cache, commit=False)
-        ctx = self.frames
-        lat = torch.cat([*ctx, x], dim=1)
-        ext = torch.cat([net.time_embedding(None, rows, len(ctx)), extra], dim=1)
-        h = net.trunk(latents=lat, prefix=self.prefix, tokens_per_frame=n, extra=ext, window=vm.window, sink=True)
-        return h[:, -n:]
-
-    def commit(self, z: torch.Tensor) -> None:
-        """Append a clean frame z [rows, N, C] to the context."""
-        if self.cached:
-            self.vm.model.trunk(latents=z, extra=self.vm.model.time_embedding(None, z.shape[0], 1), cache=self.cache)
-        else:
-            self.frames.append(z)
-
-
 @torch.no_grad()
 def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: torch.Tensor | None = None,
                     steps: int = 8, cfg_scale: float = 1.0, temperature: float = 1.0, seed: int = 0,
                     cached: bool = True, on_frame=None) -> torch.Tensor:
     """``frames`` new frames per caption after optional prompt latents [B, K, C, rows, cols] →
-    normalised latents [B, frames, C, rows, cols] (decode each frame with the VAE).
-    ``on_frame(i, latents [B, C, rows, cols])`` is called as each frame is finished (progress,
-    streaming to a file); the return value then still holds every frame."""
+    normalised latents [B, frames, C, rows, cols] (decode each frame with the VAE), through
+    :func:`mmar.generation.denoise_frames`. ``cached=False`` recomputes the context at every step
+    (:class:`~mmar.generation.FrameRecompute`, the reference). ``on_frame(i, latents [B, C, rows, cols])``
+    is called as each frame is finished (progress, streaming); the return value holds every frame."""
     if not (1 <= steps <= 1000 and math.isfinite(temperature) and temperature >= 0 and math.isfinite(cfg_scale)):
         raise MmarError("steps must be 1..1000, temperature ≥ 0 and the CFG scale finite")
     b, n, c = len(captions), vm.tokens_per_frame, vm.latent_dim
+    if prompt is not None and (prompt.dim() != 5 or prompt.shape[0] != b or prompt.shape[2:] != (c, *vm.grid)):
+        raise MmarError(f"prompt latents must be [{b}, K, {c}, {vm.grid[0]}, {vm.grid[1]}], got {tuple(prompt.shape)}")
     guided = cfg_scale != 1.0
     cond = vm.vocab.batch(captions)
     prefix = torch.cat([cond, vm.vocab.null_batch(b)]) if guided else cond
-    rows = prefix.shape[0]
-    ctx = _Context(vm, prefix, cached)
-    if prompt is not None:
-        if prompt.dim() != 5 or prompt.shape[0] != b or prompt.shape[2:] != (c, *vm.grid):
-            raise MmarError(f"prompt latents must be [{b}, K, {c}, {vm.grid[0]}, {vm.grid[1]}], got {tuple(prompt.shape)}")
-        for k in range(prompt.shape[1]):
-            z = prompt[:, k].flatten(2).transpose(1, 2)
-            ctx.commit(torch.cat([z, z]) if guided else z)
-    gen = torch.Generator().manual_seed(seed)
-    head = vm.model.head
-    grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
-    out = []
-    for f in range(frames):
-        x = torch.randn(b, n, c, generator=gen) * temperature
-        for i in range(steps):
-            xx = torch.cat([x, x]) if guided else x
-            h = ctx.denoise(xx, grid[i])
-            tt = torch.full((rows * n,), grid[i])
-            pred = head.predict(xx.flatten(0, 1), tt, h.flatten(0, 1)).view(rows, n, c)
-            if guided:
-                pc, pu = pred.chunk(2)
-                pred = pu + cfg_scale * (pc - pu)
-            x = x + (grid[i + 1] - grid[i]) * pred
-        ctx.commit(torch.cat([x, x]) if guided else x)
-        frame = x.transpose(1, 2).reshape(b, c, *vm.grid)
-        out.append(frame)
-        if on_frame is not None:
-            on_frame(f, frame)
-    return torch.stack(out, dim=1)
+    net = vm.model
+
+    def time_embedding(t: float | None, rows: int) -> torch.Tensor:
+        return net.time_embedding(None if t is None else torch.full((rows, 1), t), rows, 1)
+
+    def velocity(x: torch.Tensor, t: float, h: torch.Tensor) -> torch.Tensor:
+        return net.head.predict(x.flatten(0, 1), torch.full((x.shape[0] * n,), t), h.flatten(0, 1)).view_as(x)
+
+    context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window, time_embedding)
+    for k in range(0 if prompt is None else prompt.shape[1]):
+        z = prompt[:, k].flatten(2).transpose(1, 2)
+        context.commit(torch.cat([z, z]) if guided else z)
+    grid = lambda z: z.transpose(1, 2).reshape(b, c, *vm.grid)  # noqa: E731  [B, N, C] → [B, C, rows, cols]
+    done = None if on_frame is None else (lambda i, z: on_frame(i, grid(z)))
+    out = denoise_frames(context, velocity, frames, (b, n, c), steps, cfg_scale, temperature,
+                         torch.Generator().manual_seed(seed), done)
+    return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
