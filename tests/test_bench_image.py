@@ -65,7 +65,7 @@ def test_bench_image_generation_rows_for_both_paths(tmp_path, capsys):
     out = tmp_path / "g.json"
     assert main(["bench", "image", "--data", str(tmp_path / "emoji"), "--tokenizer-checkpoint", str(vq), "--checkpoint", str(ar),
                  "--vae-checkpoint", str(vae), "--latent-checkpoint", str(lat), "--classifier", str(tmp_path / "clf"),
-                 "--steps", "2", "--generation", "4", "--limit", "5", "--json", str(out)]) == 0
+                 "--steps", "2", "--generation", "4", "--limit", "5", "--json", str(out), "--png", str(tmp_path / "s.png")]) == 0
     r = json.loads(out.read_text())
     assert set(r["systems"]) == {"tokenizer", "jpeg", "webp", "vae"} and r["systems"]["vae"]["bytes"] == 512
     g = r["generation"]
@@ -77,6 +77,11 @@ def test_bench_image_generation_rows_for_both_paths(tmp_path, capsys):
             assert v["fd"] >= 0 and v["seconds_per_image_batched"] > 0
         assert p["speed_one_image_cfg1.5"]["cached"] > 0 and p["diversity_same_caption"] >= 0
     assert g["paths"]["image_vq"]["infill"]["tokens_changed_outside"] == 0
+    from PIL import Image
+
+    for name in ("image_vq", "image_vae"):  # 4 + 4 caption rows × 6 seeds (the tiny set has 4 test emoji at most)
+        w, h = Image.open(tmp_path / f"s_{name}.png").size
+        assert w == 6 * 64 and h == 64 * len(g["paths"][name]["png_captions"])
     text = capsys.readouterr().out
     assert "FD" in text and "image_vae" in text and "infill" in text
 

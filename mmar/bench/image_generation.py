@@ -16,7 +16,9 @@ on), one image per emoji's lower-case Unicode name and CFG scale is scored by:
   next to that between renders of different emoji;
 - **speed**: seconds per image, one image at a time, with the kv-cache and recomputing the whole
   prefix at every step (same samples), and their ratio;
-- **infill** (VQ path): tokens changed outside the box (must be 0) and PSNR inside / outside.
+- **infill** (VQ path): tokens changed outside the box (must be 0) and PSNR inside / outside;
+- with ``png``: a grid per path (``<stem>_<path>.png``), one row per caption (4 trained emoji, then
+  4 unseen), 6 seeds at CFG 3; the captions are listed in the JSON.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def _batched(sample: Sample, captions: list[str], cfg: float, seed: int, batch: 
 def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedClassifier, per_split: int = 64,
                          cfg_scales: tuple[float, ...] = (1.0, 1.5, 3.0), seed: int = 0, diversity_captions: int = 16,
                          seeds: int = 4, timing_images: int = 3, infill_images: int = 32,
-                         log: Callable[[str], None] | None = None) -> dict:
+                         log: Callable[[str], None] | None = None, png: Path | None = None) -> dict:
     """Score every path on ``data``'s train and test splits (see the module doc) → results dict."""
     log = log or (lambda s: None)
     rng = np.random.default_rng(seed)
@@ -173,8 +175,27 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         if path.infill is not None and infill_images:
             test = load_split(data, "test").tensors()[:infill_images]
             out["infill"] = path.infill(test, seed)
+        if png is not None:
+            rows = [e for split in ("train", "test") for e in chosen[split][0][:4]]
+            out["png"] = str(_grid_png(path, [" ".join(words(e["name"])) for e in rows], png, seed))
+            out["png_captions"] = [("" if e["split"] == "train" else "[test] ") + e["name"] for e in rows]
         result["paths"][path.name] = out
     return result
+
+
+def _grid_png(path: ImagePath, captions: list[str], png: Path, seed: int, seeds: int = 6, cfg: float = 3.0) -> Path:
+    """One row per caption, ``seeds`` samples each, at CFG ``cfg`` → ``<png stem>_<path name>.png``."""
+    from ..tasks.image import save_png
+
+    rows = [torch.cat([path.sample([c], cfg, seed + k, True) for k in range(seeds)]) for c in captions]
+    images = torch.stack(rows)  # [R, S, 3, H, W]
+    r, k, _, h, w = images.shape
+    canvas = torch.ones(1, 3, r * h, k * w)
+    for i in range(r):
+        for j in range(k):
+            canvas[0, :, i * h : (i + 1) * h, j * w : (j + 1) * w] = images[i, j]
+    target = Path(png).with_name(f"{Path(png).stem}_{path.name}.png")
+    return save_png(canvas, target, force=True)
 
 
 def format_generation(r: dict) -> str:

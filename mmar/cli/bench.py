@@ -91,7 +91,7 @@ def _bench_image(args: argparse.Namespace) -> int:
         makers = {"image_vq": lambda: vq_path(args.checkpoint, args.tokenizer_checkpoint),
                   "image_vae": lambda: vae_path(args.latent_checkpoint, args.vae_checkpoint, args.steps)}
         result["generation"] = run_generation_bench(args.data, [makers[p]() for p in paths], load_classifier(args.classifier),
-                                                    args.generation, log=print)
+                                                    args.generation, log=print, png=args.png)
         print("\n" + format_generation(result["generation"]))
     if args.json:
         write_json(result, args.json)
@@ -156,6 +156,7 @@ def add_parser(sub) -> None:
                    help="latent image model for --generation (default: image-diffusion-64)")
     i.add_argument("--steps", type=int, default=16, help="diffusion-head ODE steps per latent (image_vae path)")
     i.add_argument("--classifier", type=Path, default=None, help="emoji classifier for --generation (default: emoji-classifier)")
+    i.add_argument("--png", type=Path, help="with --generation: sample grids (captions × seeds) as <stem>_<path>.png")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
     v = bsub.add_parser("video", help="video continuation, caption adherence, cache-reuse speed and rollout memory on test clips")
