@@ -15,7 +15,7 @@ the batch ([cond; uncond]) and the head mixes the two predictions at every ODE s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -108,11 +108,6 @@ def from_config(config: dict, where: str = "config") -> ImageLatentAR:
     tok = config.get("tokenizer") or {}
     return ImageLatentAR(net, vocab, (grid[0], grid[1]), str(config.get("name", NAME))[:64],
                          tokenizer_weights=str(tok.get("weights", ""))[:16])
-
-
-def head_dict(cfg: DiffusionConfig) -> dict:
-    """The head fields a config stores (all but ``latent_dim``, which the config holds once)."""
-    return {k: v for k, v in asdict(cfg).items() if k != "latent_dim"}
 
 
 def load_image_latent(path: Path | None = None) -> ImageLatentAR:
