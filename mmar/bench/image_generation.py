@@ -137,6 +137,8 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         n = min(per_split, len(order) // 2)
         pick, other = sorted(order[:n]), sorted(order[n : 2 * n])
         real = s.tensors()
+        if split == "test":
+            test_images = real[:infill_images]  # the infill check's inputs
         entries = [s.entries[i] for i in pick]
         mine = _classify(classifier, real[pick], entries)
         others = classifier.run(real[other])[0]
@@ -173,8 +175,7 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         out = {"model": path.model, "scores": rows, "speed_one_image_cfg1.5": timing,
                "diversity_same_caption": float(np.mean(spread)), "diversity_captions": len(entries), "diversity_seeds": seeds}
         if path.infill is not None and infill_images:
-            test = load_split(data, "test").tensors()[:infill_images]
-            out["infill"] = path.infill(test, seed)
+            out["infill"] = path.infill(test_images, seed)
         if png is not None:
             rows = [e for split in ("train", "test") for e in chosen[split][0][:4]]
             out["png"] = str(_grid_png(path, [" ".join(words(e["name"])) for e in rows], png, seed))

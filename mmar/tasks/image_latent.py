@@ -75,28 +75,44 @@ class ImageLatentAR:
 
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int],
-                  tokenizer: LoadedTokenizer | None = None, name: str = NAME) -> dict:
-    """The ``config.json`` of a latent image checkpoint (kind ``image_latent``): trunk fields
-    (dim, n_layers, n_heads), head fields (width, depth, objective, repeats), the vocabulary."""
-    return {"kind": "image_latent", "name": name,
+                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, kind: str = "image_latent", **more) -> dict:
+    """The ``config.json`` of a latent model (kind ``image_latent``; the video model adds its
+    ``window`` through ``more``): trunk fields (dim, n_layers, n_heads), head fields (width,
+    depth, objective, repeats), latent size and grid, the vocabulary, the VAE's identity."""
+    return {"kind": kind, "name": name,
             "model": {k: model[k] for k in TRUNK_BOUNDS if k in model},
             "head": {k: head[k] for k in (*HEAD_BOUNDS, "objective") if k in head},
-            "latent_dim": latent_dim, "grid": list(grid), "captions": vocab.to_dict(),
+            "latent_dim": latent_dim, "grid": list(grid), **more, "captions": vocab.to_dict(),
             "tokenizer": {"name": tokenizer.model_id, "weights": tokenizer.weights} if tokenizer else {}}
 
 
-def from_config(config: dict, where: str = "config") -> ImageLatentAR:
-    """A checked config dict (see :func:`export_config`) → an :class:`ImageLatentAR` with fresh weights."""
-    if not isinstance(config, dict) or config.get("kind") != "image_latent":
-        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
-        raise MmarError(f"{where} holds a {kind!r:.40} checkpoint, not a latent image model")
+@dataclass
+class LatentParts:
+    """What a latent model's config describes, checked: trunk and head (fresh weights), vocabulary,
+    grid, name and the VAE weights it was trained on."""
+
+    trunk: CausalTransformer
+    head: DiffusionHead
+    vocab: CaptionVocab
+    grid: tuple[int, int]
+    name: str
+    tokenizer_weights: str
+
+
+def latent_parts(config: dict, where: str, kind: str, what: str, objectives: tuple[str, ...] = ("flow", "v"),
+                 default_name: str = NAME) -> LatentParts:
+    """A config dict of ``kind`` (see :func:`export_config`) → its :class:`LatentParts`, every field
+    bounded before it sizes anything; :class:`MmarError` naming ``what`` otherwise."""
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        found = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise MmarError(f"{where} holds a {found!r:.40} checkpoint, not a {what}")
     m = checked_trunk(config.get("model"), where)
     ints = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
     head, c, grid = config.get("head"), config.get("latent_dim"), config.get("grid")
     if not (isinstance(head, dict) and all(ints(head[k], *HEAD_BOUNDS[k]) for k in HEAD_BOUNDS if k in head)
-            and set(head) <= {*HEAD_BOUNDS, "objective"} and head.get("objective", "flow") in ("flow", "v")
+            and set(head) <= {*HEAD_BOUNDS, "objective"} and head.get("objective", "flow") in objectives
             and ints(c, 1, 256) and isinstance(grid, list) and len(grid) == 2 and all(ints(g, 1, 256) for g in grid)):
-        raise MmarError(f"{where}: head, latent_dim or grid malformed")
+        raise MmarError(f"{where}: head (objective {' or '.join(objectives)}), latent_dim or grid malformed")
     vocab = CaptionVocab.from_dict(config.get("captions"), where)
     try:
         cfg = TransformerConfig(**m, vocab=(), head_vocab=(), latent_dim=c, prefix_vocab=len(vocab))
@@ -104,10 +120,15 @@ def from_config(config: dict, where: str = "config") -> ImageLatentAR:
             raise ValueError("dim must be a multiple of 2 × n_heads")
     except (TypeError, ValueError) as e:
         raise MmarError(f"{where}: {e}") from None
-    net = LatentNet(CausalTransformer(cfg), DiffusionHead(DiffusionConfig(latent_dim=c, **head), cfg.dim))
     tok = config.get("tokenizer") or {}
-    return ImageLatentAR(net, vocab, (grid[0], grid[1]), str(config.get("name", NAME))[:64],
-                         tokenizer_weights=str(tok.get("weights", ""))[:16])
+    return LatentParts(CausalTransformer(cfg), DiffusionHead(DiffusionConfig(latent_dim=c, **head), cfg.dim), vocab,
+                       (grid[0], grid[1]), str(config.get("name", default_name))[:64], str(tok.get("weights", ""))[:16])
+
+
+def from_config(config: dict, where: str = "config") -> ImageLatentAR:
+    """A checked config dict (see :func:`export_config`) → an :class:`ImageLatentAR` with fresh weights."""
+    p = latent_parts(config, where, "image_latent", "latent image model")
+    return ImageLatentAR(LatentNet(p.trunk, p.head), p.vocab, p.grid, p.name, tokenizer_weights=p.tokenizer_weights)
 
 
 def load_image_latent(path: Path | None = None) -> ImageLatentAR:

@@ -36,13 +36,14 @@ import torch.nn.functional as F
 from ..checkpoint import find_checkpoint, load_task_model
 from ..errors import MmarError
 from ..generation import FrameCache, FrameRecompute, denoise_frames
-from ..heads import DiffusionConfig, DiffusionHead, timestep_embedding
+from ..heads import DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
-from ..transformer import TRUNK_BOUNDS, CausalTransformer, TransformerConfig, checked_trunk
+from ..transformer import CausalTransformer
+from .image_latent import export_config as latent_export_config
+from .image_latent import latent_parts
 
 NAME = "video-64"
-HEAD_BOUNDS = {"width": (8, 8192), "depth": (1, 64), "repeats": (1, 64)}
 MAX_WINDOW = 4096
 
 
@@ -110,36 +111,18 @@ class VideoModel:
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
                   tokenizer: LoadedTokenizer | None = None, name: str = NAME) -> dict:
-    """The ``config.json`` of a video checkpoint (kind ``video``)."""
-    return {"kind": "video", "name": name, "model": {k: model[k] for k in TRUNK_BOUNDS if k in model},
-            "head": {k: head[k] for k in (*HEAD_BOUNDS, "objective") if k in head},
-            "latent_dim": latent_dim, "grid": list(grid), "window": window, "captions": vocab.to_dict(),
-            "tokenizer": {"name": tokenizer.model_id, "weights": tokenizer.weights} if tokenizer else {}}
+    """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its ``window``."""
+    return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window)
 
 
 def from_config(config: dict, where: str = "config") -> VideoModel:
     """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
-    if not isinstance(config, dict) or config.get("kind") != "video":
-        kind = config.get("kind") if isinstance(config, dict) else type(config).__name__
-        raise MmarError(f"{where} holds a {kind!r:.40} checkpoint, not a video model")
-    m = checked_trunk(config.get("model"), where)
-    ints = lambda v, lo, hi: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi  # noqa: E731
-    head, c, grid, window = config.get("head"), config.get("latent_dim"), config.get("grid"), config.get("window")
-    if not (isinstance(head, dict) and set(head) <= {*HEAD_BOUNDS, "objective"} and head.get("objective", "flow") == "flow"
-            and all(ints(head[k], *HEAD_BOUNDS[k]) for k in HEAD_BOUNDS if k in head) and ints(c, 1, 256)
-            and isinstance(grid, list) and len(grid) == 2 and all(ints(g, 1, 64) for g in grid) and ints(window, 1, MAX_WINDOW)):
-        raise MmarError(f"{where}: head (flow only), latent_dim, grid or window malformed")
-    vocab = CaptionVocab.from_dict(config.get("captions"), where)
-    try:
-        cfg = TransformerConfig(**m, vocab=(), head_vocab=(), latent_dim=c, prefix_vocab=len(vocab))
-        if cfg.dim % cfg.n_heads or cfg.head_dim % 2:
-            raise ValueError("dim must be a multiple of 2 × n_heads")
-    except (TypeError, ValueError) as e:
-        raise MmarError(f"{where}: {e}") from None
-    net = VideoNet(CausalTransformer(cfg), DiffusionHead(DiffusionConfig(latent_dim=c, **head), cfg.dim), grid[0] * grid[1])
-    tok = config.get("tokenizer") or {}
-    return VideoModel(net, vocab, (grid[0], grid[1]), window, str(config.get("name", NAME))[:64],
-                      tokenizer_weights=str(tok.get("weights", ""))[:16])
+    p = latent_parts(config, where, "video", "video model", objectives=("flow",), default_name=NAME)
+    window = config.get("window")
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW or max(p.grid) > 64:
+        raise MmarError(f"{where}: window must be 1..{MAX_WINDOW} and the grid at most 64 a side")
+    return VideoModel(VideoNet(p.trunk, p.head, p.grid[0] * p.grid[1]), p.vocab, p.grid, window, p.name,
+                      tokenizer_weights=p.tokenizer_weights)
 
 
 def load_video(path: Path | None = None) -> VideoModel:
