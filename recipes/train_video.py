@@ -32,7 +32,7 @@ from mmar.atomic import atomic_write
 from mmar.checkpoint import inference_state, save_pretrained
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import load_image_vae
-from mmar.tasks.video import export_config, from_config
+from mmar.tasks.video import export_config, from_config, load_video
 from mmar.text.captions import CaptionVocab
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
                            pick_device, save_state, setup_distributed)
@@ -90,8 +90,9 @@ def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int,
 
 
 def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None = None, stop_after: int | None = None,
-          progress: bool = True) -> dict:
-    """Run (or resume) the recipe → the last logged metrics. ``stop_after`` ends early (resume test)."""
+          progress: bool = True, init: Path | None = None) -> dict:
+    """Run (or resume) the recipe → the last logged metrics. ``stop_after`` ends early (resume test);
+    ``init`` starts a new run from a video checkpoint's weights (same model, vocabulary and grid)."""
     dist_info = setup_distributed()
     mc, tc, oc, dc = cfg["model"], cfg["train"], cfg["optim"], cfg["data"]
     device = pick_device(tc.get("device", "auto"))
@@ -105,6 +106,11 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     torch.manual_seed(tc["seed"])
     vm = from_config(config)
     model = vm.model.to(device)
+    if init is not None:
+        src = load_video(init)
+        if src.vocab.itos != vocab.itos or src.grid != vm.grid or src.tokenizer_weights != vm.tokenizer_weights:
+            raise SystemExit(f"--init {init}: its vocabulary, grid or σ-VAE differ from this run's")
+        model.load_state_dict(src.model.state_dict())
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     train_lat, train_caps = d["train"], d["train_captions"]
     prefixes = vocab.batch(train_caps, truncate=True)
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--data", type=Path, help="emoji folder written by python -m mmar.data.emoji (overrides data.root)")
     ap.add_argument("--tokenizer-checkpoint", type=Path, help="image_vae checkpoint directory (overrides data.tokenizer)")
+    ap.add_argument("--init", type=Path, metavar="DIR", help="start a new run from this video checkpoint's weights")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
     args = ap.parse_args(argv)
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["optim"]["steps"] = args.steps
     if args.minutes:
         cfg["optim"]["minutes"] = args.minutes
-    print(json.dumps(train(cfg, args.out, args.data, args.tokenizer_checkpoint)))
+    print(json.dumps(train(cfg, args.out, args.data, args.tokenizer_checkpoint, init=args.init)))
     return 0
 
 

@@ -84,6 +84,13 @@ def test_bench_image_generation_rows_for_both_paths(tmp_path, capsys):
         assert w == 6 * 64 and h == 64 * len(g["paths"][name]["png_captions"])
     text = capsys.readouterr().out
     assert "FD" in text and "image_vae" in text and "infill" in text
+    # decisions (ablations) score on the valid split, never the test split
+    assert main(["bench", "image", "--data", str(tmp_path / "emoji"), "--tokenizer-checkpoint", str(vq), "--paths", "image_vae",
+                 "--vae-checkpoint", str(vae), "--latent-checkpoint", str(lat), "--classifier", str(tmp_path / "clf"),
+                 "--steps", "2", "--generation", "4", "--limit", "1", "--held-out", "valid", "--json", str(out)]) == 0
+    g = json.loads(out.read_text())["generation"]
+    assert set(g["real"]) == {"train", "valid"} and g["held_out"] == "valid"
+    assert set(g["paths"]["image_vae"]["scores"]) == {f"{s}@cfg{c}" for s in ("train", "valid") for c in ("1", "1.5", "3")}
 
 
 def test_frechet_distance_properties():

@@ -154,18 +154,34 @@ def test_cached_equals_uncached(tts):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_edit_keeps_codes_outside_the_spans(tts):
-    v = voice(tts, seed=5)
+def _two_span_edit(tts, seed: int = 5):
+    v = voice(tts, seed=seed)
     n = len(v.phones)
     new = [torch.tensor([4, 4]), torch.tensor([9])]
     ranges = [(1, 2), (n - 2, n - 1)]
     all_phones = torch.cat([v.phones[:1], new[0], v.phones[2 : n - 2], new[1], v.phones[n - 1 :]])
-    for seed in range(3):
-        codes, old, got = T.edit_codes(tts, v, ranges, new, all_phones, seed=seed)
-        assert torch.equal(codes[:, : got[0][0]], v.codes[:, : old[0][0]])
-        assert torch.equal(codes[:, got[0][1] : got[1][0]], v.codes[:, old[0][1] : old[1][0]])
-        assert torch.equal(codes[:, got[1][1] :], v.codes[:, old[1][1] :])
-        assert got[0][1] - got[0][0] >= 2 and got[1][1] - got[1][0] >= 1
+    return v, ranges, new, all_phones
+
+
+def test_edit_keeps_codes_outside_the_spans(tts):
+    v, ranges, new, all_phones = _two_span_edit(tts)
+    for seed in range(2):
+        for e in T.edit_codes(tts, v, ranges, new, all_phones, seed=seed, num_samples=3):
+            codes, old, got = e.codes, e.old_spans, e.new_spans
+            assert torch.equal(codes[:, : got[0][0]], v.codes[:, : old[0][0]])
+            assert torch.equal(codes[:, got[0][1] : got[1][0]], v.codes[:, old[0][1] : old[1][0]])
+            assert torch.equal(codes[:, got[1][1] :], v.codes[:, old[1][1] :])
+            assert got[0][1] - got[0][0] >= 2 and got[1][1] - got[1][0] >= 1
+
+
+def test_batched_edit_equals_uncached_reference(tts):
+    """Rows of one batch end their spans at different steps; the kv-cache must agree with the
+    full forward of each row, and a batch of one with the single-row call."""
+    v, ranges, new, all_phones = _two_span_edit(tts, seed=6)
+    a = T.edit_codes(tts, v, ranges, new, all_phones, seed=3, num_samples=4)
+    b = T.edit_codes(tts, v, ranges, new, all_phones, seed=3, num_samples=4, cached=False)
+    assert all(torch.equal(x.codes, y.codes) and x.new_spans == y.new_spans for x, y in zip(a, b))
+    assert len({tuple(x.new_spans[0]) + tuple(x.new_spans[1]) for x in a}) > 1  # the rows really are ragged
 
 
 def test_bad_prompts_and_sampling(tts):

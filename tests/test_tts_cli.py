@@ -77,7 +77,7 @@ def test_edit_keeps_the_rest(run, tmp_path, short_clip):
     assert len(words) >= 3
     new = " ".join(words[:-1] + ["water"])
     out = tmp_path / "e.wav"
-    code, stdout, err = run("edit", short_clip, "--from", " ".join(words), "--to", new, "-o", out)
+    code, stdout, err = run("edit", short_clip, "--from", " ".join(words), "--to", new, "-o", out, "--num-samples", "2")
     assert code == 0, err
     y = sf.read(out, dtype="float32")[0]
     head = int(float(stdout.split("regenerated ")[1].split("–")[0]) * 16000) - 400  # before the first span's fade
@@ -88,6 +88,7 @@ def test_edit_keeps_the_rest(run, tmp_path, short_clip):
     (["tts", "--text", "   "], "empty"),
     (["tts", "--text", "!!! ???"], "nothing to pronounce"),
     (["tts", "--text", "hi", "--num-samples", "0"], "num-samples"),
+    (["edit", SAMPLE, "--to", "hi", "--num-samples", "99"], "num-samples"),
     (["tts", "--text", "hi", "--prompt-text", "x"], "needs --prompt"),
     (["tts", "--text", "hi", "--temperature", "-1"], "temperature"),
 ])

@@ -97,6 +97,12 @@ def test_recipe_resume_equals_uninterrupted_and_exports(named_shapes_dir, tmp_pa
     vm = tv.load_video(a / "export")
     assert vm.window == 4 and vm.grid == (8, 8) and "disc" in vm.vocab.stoi
     assert tv.generate_frames(vm, ["red disc moves left"], 2, steps=1).shape == (1, 2, 4, 8, 8)
+    # a second stage starts from the export's weights (0 steps: it exports them unchanged)
+    c = tmp_path / "c"
+    train_video.train(json.loads(json.dumps(cfg)) | {"optim": cfg["optim"] | {"steps": 0}}, c, named_shapes_dir, vae,
+                      progress=False, init=a / "export")
+    wa, wc = load_file(str(a / "export/model.safetensors")), load_file(str(c / "export/model.safetensors"))
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
 # -- files and command line -------------------------------------------------------------------------
@@ -190,5 +196,9 @@ def test_bench_video_cli(named_shapes_dir, tmp_path, capsys):
     assert len(r["continuation"]["model"]["psnr_per_step"]) == 3 and 0 <= r["caption_adherence"] <= 1
     for v in r["speed_seconds_per_frame"].values():
         assert v["max_abs_difference"] < 1e-4 and v["cached"] > 0
-    assert "model − repeat_last" in capsys.readouterr().out
+    assert "model − repeat_last" in capsys.readouterr().out and r["split"] == "test"
+    assert main(["bench", "video", "--data", str(named_shapes_dir), "--checkpoint", str(tmp_path / "video"), "--split", "valid",
+                 "--tokenizer-checkpoint", str(vae), "--clips", "2", "--horizon", "2", "--steps", "2", "--no-memory",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["split"] == "valid"
     assert main(["bench", "video", "--data", str(named_shapes_dir), "--clips", "0"]) == 2

@@ -125,19 +125,23 @@ def _batched(sample: Sample, captions: list[str], cfg: float, seed: int, batch: 
 def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedClassifier, per_split: int = 64,
                          cfg_scales: tuple[float, ...] = (1.0, 1.5, 3.0), seed: int = 0, diversity_captions: int = 16,
                          seeds: int = 4, timing_images: int = 3, infill_images: int = 32,
-                         log: Callable[[str], None] | None = None, png: Path | None = None) -> dict:
-    """Score every path on ``data``'s train and test splits (see the module doc) → results dict."""
+                         log: Callable[[str], None] | None = None, png: Path | None = None, held_out: str = "test") -> dict:
+    """Score every path on ``data``'s train split and its ``held_out`` split (see the module doc;
+    "valid" for decisions such as ablations, "test" for what is reported) → results dict."""
+    if held_out not in ("valid", "test"):
+        raise ValueError(f"held_out must be 'valid' or 'test', got {held_out!r}")
     log = log or (lambda s: None)
     rng = np.random.default_rng(seed)
-    result: dict = {"per_split": per_split, "cfg_scales": list(cfg_scales), "seed": seed, "real": {}, "paths": {}}
+    result: dict = {"per_split": per_split, "cfg_scales": list(cfg_scales), "seed": seed, "held_out": held_out, "real": {},
+                    "paths": {}}
     chosen: dict[str, tuple[list[dict], torch.Tensor]] = {}  # split → (captioned emoji, features of N other renders)
-    for split in ("train", "test"):
+    for split in ("train", held_out):
         s = load_split(data, split)
         order = rng.permutation(len(s.entries))
         n = min(per_split, len(order) // 2)
         pick, other = sorted(order[:n]), sorted(order[n : 2 * n])
         real = s.tensors()
-        if split == "test":
+        if split == held_out:
             test_images = real[:infill_images]  # the infill check's inputs
         entries = [s.entries[i] for i in pick]
         mine = _classify(classifier, real[pick], entries)
@@ -160,7 +164,7 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
                                                "fd": frechet_distance(scores["features"], others),
                                                "seconds_per_image_batched": sec}
                 log(f"  {split} cfg {cfg:g}: group {scores['group_top1']:.2f}, subgroup {scores['subgroup_top1']:.2f}")
-        entries = chosen["test"][0][:diversity_captions]
+        entries = chosen[held_out][0][:diversity_captions]
         spread = []
         for e in entries:
             imgs = torch.cat([path.sample([" ".join(words(e["name"]))], 1.5, seed + k, True) for k in range(seeds)])
@@ -169,7 +173,7 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         for cached in (True, False):
             t0 = time.perf_counter()
             for k in range(timing_images):
-                path.sample([" ".join(words(chosen["test"][0][k]["name"]))], 1.5, seed, cached)
+                path.sample([" ".join(words(chosen[held_out][0][k]["name"]))], 1.5, seed, cached)
             timing["cached" if cached else "uncached"] = (time.perf_counter() - t0) / timing_images
         timing["ratio_uncached_over_cached"] = timing["uncached"] / timing["cached"]
         out = {"model": path.model, "scores": rows, "speed_one_image_cfg1.5": timing,
@@ -177,9 +181,9 @@ def run_generation_bench(data: Path, paths: list[ImagePath], classifier: LoadedC
         if path.infill is not None and infill_images:
             out["infill"] = path.infill(test_images, seed)
         if png is not None:
-            rows = [e for split in ("train", "test") for e in chosen[split][0][:4]]
+            rows = [e for split in chosen for e in chosen[split][0][:4]]
             out["png"] = str(_grid_png(path, [" ".join(words(e["name"])) for e in rows], png, seed))
-            out["png_captions"] = [("" if e["split"] == "train" else "[test] ") + e["name"] for e in rows]
+            out["png_captions"] = [("" if e["split"] == "train" else f"[{held_out}] ") + e["name"] for e in rows]
         result["paths"][path.name] = out
     return result
 
@@ -217,7 +221,7 @@ def format_generation(r: dict) -> str:
               f"{'path':<10}{'diversity':>10}{'(between emoji)':>16}{'s/img cached':>14}{'uncached':>10}{'ratio':>7}"]
     for name, p in r["paths"].items():
         t = p["speed_one_image_cfg1.5"]
-        lines.append(f"{name:<10}{p['diversity_same_caption']:>10.2f}{r['real']['test']['diversity_between_emoji']:>16.2f}"
+        lines.append(f"{name:<10}{p['diversity_same_caption']:>10.2f}{r['real'][r.get('held_out', 'test')]['diversity_between_emoji']:>16.2f}"
                      f"{t['cached']:>14.3f}{t['uncached']:>10.3f}{t['ratio_uncached_over_cached']:>6.1f}×")
         if "infill" in p:
             f = p["infill"]

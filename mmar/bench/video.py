@@ -79,11 +79,14 @@ def peak_memory_mib(checkpoint: Path | None, frames: int, steps: int) -> float:
 @torch.no_grad()
 def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None, clips: int = 32,
                     context: int = 4, horizon: int = 8, steps: int = 8, cfg_scale: float = 1.5, seed: int = 0,
-                    speed_frames: int = 4, memory: bool = True, log=print) -> dict:
-    """Score the model on ``clips`` test clips (see the module doc) → results dict."""
+                    speed_frames: int = 4, memory: bool = True, log=print, split: str = "test") -> dict:
+    """Score the model on ``clips`` clips of ``split`` (see the module doc; "valid" for decisions
+    such as how long to train, "test" for what is reported) → results dict."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
     tok = load_image_vae(tokenizer)
-    test = SpriteClips(data, "test", frames=context + horizon, seed=seed)
+    test = SpriteClips(data, split, frames=context + horizon, seed=seed)
     cl = [test.clip(i) for i in range(clips)]
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]
     captions = [c.caption for c in cl]
@@ -136,7 +139,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     t0 = time.perf_counter()
     generate_frames(vm, captions[:1], 16, None, 8, 1.0, 1.0, seed)
     clip16 = time.perf_counter() - t0
-    result = {"clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
+    result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
               "model": vm.model_id, "tokenizer": tok.model_id, "window": vm.window, "continuation": cont,
               "caption_adherence": float(np.mean(adh)),
               "caption_adherence_per_motion": {m: float(np.mean(v)) for m, v in sorted(per_motion.items())},
@@ -150,7 +153,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
 
 def format_video(r: dict) -> str:
     """The results as text tables."""
-    lines = [f"continuation of {r['clips']} test clips (sprites never trained on): {r['context']} given frames → "
+    lines = [f"continuation of {r['clips']} {r.get('split', 'test')} clips (sprites never trained on): {r['context']} given frames → "
              f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}",
              f"{'system':<22}{'PSNR':>8}{'SSIM':>8}{'sprite err px':>15}"]
     for name, v in r["continuation"].items():

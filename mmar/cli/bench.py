@@ -91,7 +91,7 @@ def _bench_image(args: argparse.Namespace) -> int:
         makers = {"image_vq": lambda: vq_path(args.checkpoint, args.tokenizer_checkpoint),
                   "image_vae": lambda: vae_path(args.latent_checkpoint, args.vae_checkpoint, args.steps)}
         result["generation"] = run_generation_bench(args.data, [makers[p]() for p in paths], load_classifier(args.classifier),
-                                                    args.generation, log=print, png=args.png)
+                                                    args.generation, log=print, png=args.png, held_out=args.held_out)
         print("\n" + format_generation(result["generation"]))
     if args.json:
         write_json(result, args.json)
@@ -108,8 +108,11 @@ def _bench_tts(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise MmarError("--limit must be at least 1")
+    if not 1 <= args.edit_samples <= 8:
+        raise MmarError("--edit-samples must be 1..8")
     sp = Speaker(load_tts(args.checkpoint), load_codec(args.codec_checkpoint))
-    result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, SamplingConfig(top_k=args.top_k))
+    result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, SamplingConfig(top_k=args.top_k),
+                           edit_samples=args.edit_samples)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
@@ -123,7 +126,7 @@ def _bench_video(args: argparse.Namespace) -> int:
     if not 1 <= args.clips <= 10_000 or not 2 <= args.context <= 256 or not 1 <= args.horizon <= 256:
         raise MmarError("--clips must be 1..10000, --context 2..256 and --horizon 1..256")
     result = run_video_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.clips, args.context, args.horizon,
-                             args.steps, args.cfg, args.seed, memory=not args.no_memory)
+                             args.steps, args.cfg, args.seed, memory=not args.no_memory, split=args.split)
     print(format_video(result))
     if args.json:
         write_json(result, args.json)
@@ -156,6 +159,8 @@ def add_parser(sub) -> None:
                    help="latent image model for --generation (default: image-diffusion-64)")
     i.add_argument("--steps", type=int, default=16, help="diffusion-head ODE steps per latent (image_vae path)")
     i.add_argument("--classifier", type=Path, default=None, help="emoji classifier for --generation (default: emoji-classifier)")
+    i.add_argument("--held-out", choices=("test", "valid"), default="test",
+                   help="with --generation: the unseen captions' split (valid for decisions such as ablations)")
     i.add_argument("--png", type=Path, help="with --generation: sample grids (captions × seeds) as <stem>_<path>.png")
     i.add_argument("--json", type=Path)
     i.set_defaults(func=_bench_image)
@@ -164,6 +169,8 @@ def add_parser(sub) -> None:
     v.add_argument("--checkpoint", type=Path, default=None, help="video model (default: video-64)")
     v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: image-vae-64)")
     v.add_argument("--clips", type=int, default=32)
+    v.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="sprites never trained on: valid for decisions, test for reporting")
     v.add_argument("--context", type=int, default=4, help="true frames given")
     v.add_argument("--horizon", type=int, default=8, help="frames generated")
     v.add_argument("--steps", type=int, default=8)
@@ -177,6 +184,7 @@ def add_parser(sub) -> None:
     t.add_argument("--limit", type=int, help="the first N test utterances of each voice")
     t.add_argument("--uncached", type=int, default=3, help="sentences timed without the kv-cache (slow)")
     t.add_argument("--top-k", type=int, default=50)
+    t.add_argument("--edit-samples", type=int, default=4, help="N of the best-of-N editing row")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", type=Path, default=None, help="tts checkpoint (default: tts-16k)")
     t.add_argument("--codec-checkpoint", type=Path, default=None)

@@ -50,8 +50,7 @@ def _tts(args) -> int:
     from ..atomic import check_target
     from ..tasks.speak import default_voice, say, voice_from_audio
 
-    if not 1 <= args.num_samples <= MAX_SAMPLES:
-        raise MmarError(f"--num-samples must be 1..{MAX_SAMPLES}, got {args.num_samples}")
+    _check_samples(args)
     if not args.text.strip():
         raise MmarError("--text is empty")
     check_target(args.output, args.force)
@@ -72,13 +71,20 @@ def _tts(args) -> int:
     return 0
 
 
+def _check_samples(args) -> None:
+    if not 1 <= args.num_samples <= MAX_SAMPLES:
+        raise MmarError(f"--num-samples must be 1..{MAX_SAMPLES}, got {args.num_samples}")
+
+
 def _edit(args) -> int:
     from ..atomic import check_target
     from ..tasks.speak import edit
 
+    _check_samples(args)
     check_target(args.output, args.force)
     sp = _speaker(args)
-    audio, info = edit(sp, _read(args.input), args.to, args.from_text, _sampling(args), args.seed)
+    audio, info = edit(sp, _read(args.input), args.to, args.from_text, _sampling(args), args.seed,
+                       num_samples=args.num_samples)
     _write(args.output, audio, args.force)
     spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in info["spans_after_s"])
     print(f"{args.output}: {info['from']!r} → {info['to']!r}; regenerated {spans}")
@@ -114,5 +120,7 @@ def add_parser(sub) -> None:
     e.add_argument("input", type=Path)
     e.add_argument("--to", required=True, help="the new transcript")
     e.add_argument("--from", dest="from_text", help="what the recording says (default: recognised with pocketsphinx)")
+    e.add_argument("--num-samples", type=int, default=1,
+                   help="draw N edits in one batch and keep the one pocketsphinx hears closest to --to")
     _common(e)
     e.set_defaults(func=_edit)

@@ -222,10 +222,13 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
 
 
 def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None,
-         sampling: SamplingConfig = SamplingConfig(top_k=50), seed: int = 0, fade: float = 0.01) -> tuple[np.ndarray, dict]:
+         sampling: SamplingConfig = SamplingConfig(top_k=50), seed: int = 0, fade: float = 0.01,
+         num_samples: int = 1) -> tuple[np.ndarray, dict]:
     """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
     edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and
-    after). Audio outside the spans is the original's."""
+    after, the candidates' WERs and which was picked). Audio outside the spans is the original's.
+    ``num_samples`` > 1 samples that many edits in one batch and keeps the one pocketsphinx hears
+    closest to the new transcript."""
     from ..data.tts_corpus import phone_frames
     from ..text.align import align_phones
     from ..text.arpabet import PHONES
@@ -245,12 +248,14 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
     old_phones = [PHONES[i] for i in ids]
     plan = plan_edit(old_phones, al.word_phones, old_words, new_text, sp.tts.ids.max_spans)
     voice = Voice(codes, sp.tts.phone_index(old_phones), torch.from_numpy(starts).long())
-    new_codes, old_spans, new_spans = edit_codes(sp.tts, voice, plan.ranges, [sp.tts.phone_index(p) for p in plan.new],
-                                                 sp.tts.phone_index(plan.phones), sampling, seed)
-    out = splice(audio, sp.decode(new_codes), old_spans, new_spans, sp.hop, int(fade * RATE))
+    cands = edit_codes(sp.tts, voice, plan.ranges, [sp.tts.phone_index(p) for p in plan.new],
+                       sp.tts.phone_index(plan.phones), sampling, seed, num_samples=num_samples)
+    best, scores = pick_best(sp, new_text, [c.codes for c in cands])
+    old_spans, new_spans = cands[best].old_spans, cands[best].new_spans
+    out = splice(audio, sp.decode(cands[best].codes), old_spans, new_spans, sp.hop, int(fade * RATE))
     sec = lambda spans: [(round(a * sp.hop / RATE, 3), round(b * sp.hop / RATE, 3)) for a, b in spans]  # noqa: E731
     return out, {"from": " ".join(old_words), "to": " ".join(spoken_words(new_text)),
-                 "spans_before_s": sec(old_spans), "spans_after_s": sec(new_spans)}
+                 "spans_before_s": sec(old_spans), "spans_after_s": sec(new_spans), "candidate_wer": scores, "picked": best}
 
 
 def splice(original: np.ndarray, generated: np.ndarray, old_spans: list[tuple[int, int]], new_spans: list[tuple[int, int]],

@@ -378,38 +378,51 @@ def _new_codes(tts: TTSModel, known: torch.Tensor, out: Generated, r: int) -> to
     return codes
 
 
+@dataclass(frozen=True)
+class Edited:
+    """One edit result: codes int64 [K, T'], the edited code-frame spans [a, b) of the original
+    and of the result."""
+
+    codes: torch.Tensor
+    old_spans: list[tuple[int, int]]
+    new_spans: list[tuple[int, int]]
+
+
 @torch.no_grad()
 def edit_codes(tts: TTSModel, voice: Voice, phone_ranges: Sequence[tuple[int, int]], new_phones: Sequence[torch.Tensor],
                all_phones: torch.Tensor, sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_k=50),
-               seed: int = 0, cached: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+               seed: int = 0, cached: bool = True, num_samples: int = 1) -> list[Edited]:
     """Regenerate the phones ``phone_ranges`` [a, b) of ``voice`` as ``new_phones`` (one index
-    tensor per range; ``all_phones``: the new utterance's phones, the prefix) → (codes int64
-    [K, T'], the edited code-frame spans of the original, the edited code-frame spans of the
-    result). Code frames outside the spans are copied."""
+    tensor per range; ``all_phones``: the new utterance's phones, the prefix) → ``num_samples``
+    :class:`Edited` results, sampled as one batch (rows end their spans at their own steps).
+    Code frames outside the spans are copied."""
     _check_sampling(sampling)
     frames = interleave(tts, voice.codes, voice.phones, voice.starts)
     spans = marker_spans(tts, frames, phone_ranges)
-    layout = tts.layout
+    layout, b = tts.layout, num_samples
     stream = layout.rearrange_row(frames, spans)
     head = layout.prompt_steps(frames.shape[1], spans)
-    prefix = prefix_batch([all_phones])
-    known = stream[None, :, : head + 1]  # … Un eos m0
+    prefix = prefix_batch([all_phones] * b)
+    known = stream[None, :, : head + 1].expand(b, -1, -1)  # … Un eos m0
     rails = [PhoneRails(tts, frames.new_zeros(tts.levels, 0), p, tts.ids.eog) for p in new_phones]
     capacity = prefix.shape[1] + head + 1 + sum(r.max_steps() + 1 for r in rails)
-    stepper = CachedStepper(tts.model, 1, capacity) if cached else UncachedStepper(tts.model, 1)
+    stepper = CachedStepper(tts.model, b, capacity) if cached else UncachedStepper(tts.model, b)
     logits = last_logits(stepper(codes=known, prefix=prefix))
-    marks = [torch.full((1, tts.levels, 1), tts.ids.mask(i), dtype=torch.long) for i in range(len(spans))]
+    marks = [torch.full((b, tts.levels, 1), tts.ids.mask(i), dtype=torch.long) for i in range(len(spans))]
     gen = torch.Generator().manual_seed(seed)
     choosers = [_sampler(r, sampling, gen) for r in rails]
     filled = fill_spans(stepper, logits, [r.max_steps() for r in rails], marks, choosers,
                         StopRule(tts.ids.eog, level=tts.levels - 1, fill_id=tts.ids.empty))
-    pieces = [known[0]]
-    for i, g in enumerate(filled):
-        if not bool(g.finished[0]):
-            raise RuntimeError("an edited span did not end within its step bound")
-        pieces += ([marks[i][0]] if i else []) + [g.tokens[0, :, : int(g.lengths[0])]]
-    new_frames, new_spans = layout.restore_row(torch.cat(pieces, 1))
-    codes, _, _ = deinterleave(tts, new_frames)
     to_code = lambda fr, sp: [(int((fr[0, :a] < tts.marker_base).sum()), int((fr[0, :b] < tts.marker_base).sum()))  # noqa: E731
                               for a, b in sp]
-    return codes, to_code(frames, spans), to_code(new_frames, new_spans)
+    old_spans, results = to_code(frames, spans), []
+    for r in range(b):
+        pieces = [known[r]]
+        for i, g in enumerate(filled):
+            if not bool(g.finished[r]):
+                raise RuntimeError("an edited span did not end within its step bound")
+            pieces += ([marks[i][r]] if i else []) + [g.tokens[r, :, : int(g.lengths[r])]]
+        new_frames, new_spans = layout.restore_row(torch.cat(pieces, 1))
+        codes, _, _ = deinterleave(tts, new_frames)
+        results.append(Edited(codes, old_spans, to_code(new_frames, new_spans)))
+    return results
