@@ -68,7 +68,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
                     "\"fox moves left\", \"red apple grows\", \"star appears\".")
         with gr.Row():
             with gr.Column():
-                caption = gr.Textbox(value="fox moves left", label="caption (empty: unconditional)")
+                caption = gr.Textbox(value="grinning face moves down", label="caption (empty: unconditional)")
                 prompt = gr.File(label="first frames (optional: MP4, GIF or an image)", type="filepath",
                                  file_types=[".mp4", ".webm", ".gif", ".png", ".jpg", ".jpeg", ".webp"])
                 frames = gr.Slider(1, MAX_FRAMES, value=16, step=1, label="new frames")

@@ -79,7 +79,8 @@ def peak_memory_mib(checkpoint: Path | None, frames: int, steps: int) -> float:
 @torch.no_grad()
 def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None, clips: int = 32,
                     context: int = 4, horizon: int = 8, steps: int = 8, cfg_scale: float = 1.5, seed: int = 0,
-                    speed_frames: int = 4, memory: bool = True, log=print, split: str = "test") -> dict:
+                    speed_frames: int = 4, memory: bool = True, log=print, split: str = "test",
+                    temperature: float = 1.0) -> dict:
     """Score the model on ``clips`` clips of ``split`` (see the module doc; "valid" for decisions
     such as how long to train, "test" for what is reported) → results dict."""
     if split not in ("valid", "test"):
@@ -94,7 +95,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     z0 = _encode(tok, truth[:, :context])
     gen = []
     for i in range(0, clips, 8):
-        z = generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, 1.0, seed)
+        z = generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed)
         gen.append(_decode(tok, z))
     gen = np.concatenate(gen)  # [N, horizon, H, W, 3]
     last = truth[:, context - 1]
@@ -118,7 +119,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     log("caption adherence")
     adh, per_motion = [], {}
     for i in range(0, clips, 8):
-        z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, 1.0, seed)
+        z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed)
         for n, frames in enumerate(_decode(tok, z)):
             c = cl[i + n]
             hit = motion_of(frames) == c.motion
@@ -140,6 +141,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     generate_frames(vm, captions[:1], 16, None, 8, 1.0, 1.0, seed)
     clip16 = time.perf_counter() - t0
     result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
+              "temperature": temperature,
               "model": vm.model_id, "tokenizer": tok.model_id, "window": vm.window, "continuation": cont,
               "caption_adherence": float(np.mean(adh)),
               "caption_adherence_per_motion": {m: float(np.mean(v)) for m, v in sorted(per_motion.items())},
@@ -154,7 +156,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
 def format_video(r: dict) -> str:
     """The results as text tables."""
     lines = [f"continuation of {r['clips']} {r.get('split', 'test')} clips (sprites never trained on): {r['context']} given frames → "
-             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}",
+             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}, temperature {r.get('temperature', 1.0):g}",
              f"{'system':<22}{'PSNR':>8}{'SSIM':>8}{'sprite err px':>15}"]
     for name, v in r["continuation"].items():
         e = v["sprite_position_error_px"]

@@ -126,7 +126,8 @@ def _bench_video(args: argparse.Namespace) -> int:
     if not 1 <= args.clips <= 10_000 or not 2 <= args.context <= 256 or not 1 <= args.horizon <= 256:
         raise MmarError("--clips must be 1..10000, --context 2..256 and --horizon 1..256")
     result = run_video_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.clips, args.context, args.horizon,
-                             args.steps, args.cfg, args.seed, memory=not args.no_memory, split=args.split)
+                             args.steps, args.cfg, args.seed, memory=not args.no_memory, split=args.split,
+                             temperature=args.temperature)
     print(format_video(result))
     if args.json:
         write_json(result, args.json)
@@ -175,6 +176,7 @@ def add_parser(sub) -> None:
     v.add_argument("--horizon", type=int, default=8, help="frames generated")
     v.add_argument("--steps", type=int, default=8)
     v.add_argument("--cfg", type=float, default=1.5)
+    v.add_argument("--temperature", type=float, default=1.0, help="scale of the starting noise")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--no-memory", action="store_true", help="skip the 100- vs 1000-frame rollout memory runs")
     v.add_argument("--json", type=Path)
