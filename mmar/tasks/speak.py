@@ -129,15 +129,15 @@ def wer(reference: str, hypothesis: str) -> float:
     return edit_distance(ref, spoken_words(hypothesis)) / max(1, len(ref))
 
 
-def pick_best(sp: Speaker, text: str, candidates: list[torch.Tensor]) -> tuple[int, list[float]]:
-    """Best of N by pocketsphinx: the lowest WER against ``text``, ties to the shorter one →
-    (index, WERs). One candidate: no recognition."""
+def pick_best(text: str, candidates: list[np.ndarray]) -> tuple[int, list[float]]:
+    """Best of N audio candidates [N_i] by pocketsphinx: the lowest WER against ``text``, ties to
+    the shorter one → (index, WERs). One candidate: no recognition."""
     if len(candidates) == 1:
         return 0, [float("nan")]
     from ..text.align import recognise
 
-    scores = [wer(text, recognise(sp.decode(c))) for c in candidates]
-    return min(range(len(candidates)), key=lambda i: (scores[i], candidates[i].shape[1])), scores
+    scores = [wer(text, recognise(a)) for a in candidates]
+    return min(range(len(candidates)), key=lambda i: (scores[i], len(candidates[i]))), scores
 
 
 def say(sp: Speaker, text: str, voice: Voice, num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(top_k=50),
@@ -155,8 +155,9 @@ def say(sp: Speaker, text: str, voice: Voice, num_samples: int = 1, sampling: Sa
     for i, s in enumerate(sentences):
         phones = sp.tts.phone_index(text_phones(s))
         cands = synthesize_codes(sp.tts, phones, voice, num_samples, sampling, seed + 1000 * i)
-        best, scores = pick_best(sp, s, cands)
-        pieces.append(sp.decode(cands[best]))
+        audios = [sp.decode(c) for c in cands]
+        best, scores = pick_best(s, audios)
+        pieces.append(audios[best])
         records.append({"text": s, "phones": len(phones), "frames": int(cands[best].shape[1]), "candidate_wer": scores,
                         "picked": best})
     return np.concatenate(pieces), records
@@ -227,8 +228,8 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
     """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
     edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and
     after, the candidates' WERs and which was picked). Audio outside the spans is the original's.
-    ``num_samples`` > 1 samples that many edits in one batch and keeps the one pocketsphinx hears
-    closest to the new transcript."""
+    ``num_samples`` > 1 samples that many edits in one batch, splices each, and keeps the one
+    pocketsphinx hears closest to the new transcript."""
     from ..data.tts_corpus import phone_frames
     from ..text.align import align_phones
     from ..text.arpabet import PHONES
@@ -250,9 +251,9 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
     voice = Voice(codes, sp.tts.phone_index(old_phones), torch.from_numpy(starts).long())
     cands = edit_codes(sp.tts, voice, plan.ranges, [sp.tts.phone_index(p) for p in plan.new],
                        sp.tts.phone_index(plan.phones), sampling, seed, num_samples=num_samples)
-    best, scores = pick_best(sp, new_text, [c.codes for c in cands])
-    old_spans, new_spans = cands[best].old_spans, cands[best].new_spans
-    out = splice(audio, sp.decode(cands[best].codes), old_spans, new_spans, sp.hop, int(fade * RATE))
+    outs = [splice(audio, sp.decode(c.codes), c.old_spans, c.new_spans, sp.hop, int(fade * RATE)) for c in cands]
+    best, scores = pick_best(new_text, outs)  # judged on what the user gets: the original outside the spans
+    out, old_spans, new_spans = outs[best], cands[best].old_spans, cands[best].new_spans
     sec = lambda spans: [(round(a * sp.hop / RATE, 3), round(b * sp.hop / RATE, 3)) for a, b in spans]  # noqa: E731
     return out, {"from": " ".join(old_words), "to": " ".join(spoken_words(new_text)),
                  "spans_before_s": sec(old_spans), "spans_after_s": sec(new_spans), "candidate_wer": scores, "picked": best}
