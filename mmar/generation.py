@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .heads import DiffusionHead, guide, time_grid
 from .transformer import CausalTransformer, KVCache
 
 Chooser = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -152,7 +153,7 @@ def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator
     if cfg.cfg_scale != 1.0:
         cond, uncond = logits.chunk(2)
         banned = torch.isneginf(cond) | torch.isneginf(uncond)  # masked ids stay masked (no inf - inf)
-        logits = (uncond + cfg.cfg_scale * (cond - uncond)).masked_fill(banned, float("-inf"))
+        logits = guide(logits, cfg.cfg_scale).masked_fill(banned, float("-inf"))
         history = None if history is None else history.chunk(2)[0]
         allowed = allowed.chunk(2)[0] if allowed is not None and allowed.dim() == 3 else allowed
     if history is not None:
@@ -378,32 +379,29 @@ class FrameRecompute:
 
 
 FrameContext = FrameCache | FrameRecompute
-Velocity = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
-"""(noisy frame x [rows, N, C], time t, hidden states [rows, N, D]) → predicted dx/dt direction
-ε − x [rows, N, C] (a flow-matching head's prediction)."""
 
 
 @torch.no_grad()
-def denoise_frames(context: FrameContext, velocity: Velocity, frames: int, shape: tuple[int, int, int], steps: int,
+def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shape: tuple[int, int, int], steps: int,
                    cfg_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
                    on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Frame after frame: start from noise [B, N, C] (``shape``) · ``temperature`` at t = 1, take
-    ``steps`` Euler steps of the rectified-flow ODE to t = 0 (each a ``context.peek``), then
-    ``context.commit`` the clean frame. With ``cfg_scale`` ≠ 1 the context's rows are [cond; uncond]
-    halves ([2B, ...]): both get the same frame and the prediction is uncond + scale · (cond − uncond).
-    ``on_frame(i, frame [B, N, C])`` sees each finished frame. → frames [B, frames, N, C]."""
+    ``steps`` ODE steps of ``head`` to t = 0 (each step a ``context.peek`` for the hidden states),
+    then ``context.commit`` the clean frame. With ``cfg_scale`` ≠ 1 the context's rows are
+    [cond; uncond] halves ([2B, ...]): both get the same frame and the prediction is guided
+    (:func:`mmar.heads.guide`). ``on_frame(i, frame [B, N, C])`` sees each finished frame.
+    → frames [B, frames, N, C]."""
     guided = cfg_scale != 1.0
-    grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    grid = time_grid(steps)
     out = []
     for f in range(frames):
         x = torch.randn(shape, generator=generator) * temperature
         for i in range(steps):
             xx = torch.cat([x, x]) if guided else x
-            pred = velocity(xx, grid[i], context.peek(xx, grid[i]))
-            if guided:
-                pc, pu = pred.chunk(2)
-                pred = pu + cfg_scale * (pc - pu)
-            x = x + (grid[i + 1] - grid[i]) * pred
+            h = context.peek(xx, grid[i])
+            t = torch.full((xx.shape[0] * xx.shape[1],), grid[i])
+            pred = head.predict(xx.flatten(0, 1), t, h.flatten(0, 1)).view_as(xx)
+            x = head.step(x, guide(pred, cfg_scale) if guided else pred, grid[i], grid[i + 1])
         context.commit(torch.cat([x, x]) if guided else x)
         out.append(x)
         if on_frame is not None:

@@ -112,6 +112,18 @@ class DiffusionConfig:
             raise ValueError(f"diffusion objective must be 'flow' or 'v', got {self.objective!r}")
 
 
+def time_grid(steps: int) -> list[float]:
+    """The sampling times of ``steps`` ODE steps: ``steps + 1`` floats from 1 (noise) to 0."""
+    return torch.linspace(1.0, 0.0, steps + 1).tolist()
+
+
+def guide(pred: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: predictions [2B, ...] of [cond; uncond] rows → uncond + scale ·
+    (cond − uncond) [B, ...]."""
+    cond, uncond = pred.chunk(2)
+    return uncond + cfg_scale * (cond - uncond)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """t float [N] in [0, 1] → sinusoidal features [N, dim] (frequencies 1 … 10⁴ over 1000·t)."""
     half = dim // 2
@@ -205,20 +217,20 @@ class DiffusionHead(ContinuousHead):
         n = cond.shape[0] * s
         x = torch.randn(n, self.cfg.latent_dim, generator=generator).to(hidden) * temperature
         h = hidden.flatten(0, 1)
-        grid = torch.linspace(1.0, 0.0, steps + 1)
+        grid = time_grid(steps)
         for i in range(steps):
-            t = torch.full((n,), float(grid[i]), device=x.device, dtype=x.dtype)
+            t = torch.full((n,), grid[i], device=x.device, dtype=x.dtype)
             if guided:
-                pc, pu = self.predict(torch.cat([x, x]), torch.cat([t, t]), h).chunk(2)
-                pred = pu + cfg_scale * (pc - pu)
+                pred = guide(self.predict(torch.cat([x, x]), torch.cat([t, t]), h), cfg_scale)
             else:
                 pred = self.predict(x, t, h)
-            x = self._step(x, pred, float(grid[i]), float(grid[i + 1]))
+            x = self.step(x, pred, grid[i], grid[i + 1])
         x = x.view(-1, s, self.cfg.latent_dim)
         return torch.cat([x, x]) if guided else x
 
-    def _step(self, x: torch.Tensor, pred: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
-        """One ODE step from time t to t_next < t."""
+    def step(self, x: torch.Tensor, pred: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+        """One ODE step of x [..., C] from time t to t_next < t, given the head's prediction ``pred``
+        [..., C] at (x, t) (its objective's: ε − x for flow, v for v)."""
         if self.cfg.objective == "flow":
             return x + (t_next - t) * pred  # dx/dt = ε − x
         a, s = math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)

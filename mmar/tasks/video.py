@@ -153,15 +153,12 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     def time_embedding(t: float | None, rows: int) -> torch.Tensor:
         return net.time_embedding(None if t is None else torch.full((rows, 1), t), rows, 1)
 
-    def velocity(x: torch.Tensor, t: float, h: torch.Tensor) -> torch.Tensor:
-        return net.head.predict(x.flatten(0, 1), torch.full((x.shape[0] * n,), t), h.flatten(0, 1)).view_as(x)
-
     context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window, time_embedding)
     for k in range(0 if prompt is None else prompt.shape[1]):
         z = prompt[:, k].flatten(2).transpose(1, 2)
         context.commit(torch.cat([z, z]) if guided else z)
     grid = lambda z: z.transpose(1, 2).reshape(b, c, *vm.grid)  # noqa: E731  [B, N, C] → [B, C, rows, cols]
     done = None if on_frame is None else (lambda i, z: on_frame(i, grid(z)))
-    out = denoise_frames(context, velocity, frames, (b, n, c), steps, cfg_scale, temperature,
+    out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temperature,
                          torch.Generator().manual_seed(seed), done)
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
