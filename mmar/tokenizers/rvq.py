@@ -102,9 +102,9 @@ class ResidualVQ(nn.Module):
         """Initialise every level by k-means on the residuals of latents z [B, D, T]."""
         r = z.transpose(1, 2).reshape(-1, self.dim)
         for cb in self.codebooks:
-            cb.init_from(r, generator)
-            _, q = cb.quantize(r)
-            r = r - q
+            cb.init_from(r, generator)  # k-means where z lives (the CPU, for a CPU generator)
+            book = cb.codebook.to(r.device)
+            r = r - book[nearest(r, book)]
 
     def forward(self, z: torch.Tensor, levels: int | None = None, update: bool = False, generator: torch.Generator | None = None) -> RVQOutput:
         """z [B, D, T] → RVQOutput. All K levels are encoded (and EMA-updated when ``update``);
