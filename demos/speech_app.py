@@ -36,18 +36,18 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
     gr = require("gradio", "demo")
     from mmar.tasks.codec import decode_array, encode_array, load_codec
     from mmar.tasks.speak import Speaker, default_voice, edit, say, voice_from_audio
-    from mmar.tasks.tts import load_tts
     from mmar.text.align import recognise
 
-    sp = Speaker(load_tts(checkpoint), load_codec(codec_checkpoint))
+    sp = Speaker.load(checkpoint, codec_checkpoint)
+    round_trip_codec = load_codec()  # the round trip shows the default codec; TTS uses the one its model learnt
 
     errors_to_gradio = gradio_errors(gr)
 
     @errors_to_gradio
     def codec(path: str | None, kbps: float):
         audio = _load(path, "speech")
-        data = encode_array(sp.codec, audio, RATE, float(kbps))
-        decoded, _ = decode_array(sp.codec, data)
+        data = encode_array(round_trip_codec, audio, RATE, float(kbps))
+        decoded, _ = decode_array(round_trip_codec, data)
         seconds = len(audio) / RATE
         return (RATE, decoded), f"{len(data)} bytes for {seconds:.2f} s: {8 * len(data) / seconds / 1000:.2f} kbps (header included)"
 
@@ -114,7 +114,7 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="TTS model (default: tts-16k on the checkpoint search path)")
-    ap.add_argument("--codec-checkpoint", type=Path, help="speech codec (default: speech-codec-16k)")
+    ap.add_argument("--codec-checkpoint", type=Path, help="the codec for TTS and editing (default: the shipped one the TTS model learnt)")
     ap.add_argument("--port", type=int, default=7862)
     args = ap.parse_args(argv)
     app = build_app(args.checkpoint, args.codec_checkpoint)

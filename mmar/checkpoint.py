@@ -24,6 +24,13 @@ from .atomic import atomic_write, write_json
 from .errors import MmarError
 
 TRAINING_ONLY = ("ema_", "initialized")  # buffers that training keeps and inference never reads
+# The shipped checkpoint that holds each weights digest (the short ids of mmar.coding.header). A
+# file or model that names its codec's weights is served by that checkpoint when none is given, so
+# files written under an earlier default keep decoding and a TTS model finds the codec it learnt.
+SHIPPED: dict[str, str] = {
+    "3e8eaeba": "speech-codec-16k-v1", "463d917f": "speech-codec-16k",
+    "350d060a": "speech-lm-16k-v1", "4e8968ab": "speech-lm-16k",
+}
 
 
 def find_checkpoint(name: str, explicit: Path | None = None) -> Path:
@@ -44,6 +51,17 @@ def find_checkpoint(name: str, explicit: Path | None = None) -> Path:
             return place
     raise MmarError(f"checkpoint {name!r} not found; looked in {', '.join(map(str, looked))} "
                     "(give its path, e.g. --checkpoint PATH, or set MMAR_CHECKPOINTS to a folder holding it)")
+
+
+def checkpoint_for(weights: str, explicit: Path | None = None) -> Path | None:
+    """``explicit`` if given, else the shipped checkpoint holding ``weights`` (8 hex digits) when it
+    is on the search path, else None (the caller's default applies)."""
+    if explicit is not None or weights not in SHIPPED:
+        return explicit
+    try:
+        return find_checkpoint(SHIPPED[weights])
+    except MmarError:
+        return None
 
 
 def file_sha256(path: Path) -> str:

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from mmar.checkpoint import inference_state, save_pretrained, substate
+from mmar.checkpoint import checkpoint_for, inference_state, save_pretrained, substate
 from mmar.tasks.codec import load_codec
 from mmar.tasks.tts import TrainingLoss, export_config, from_config, training_batch
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
@@ -103,19 +103,26 @@ def valid_ce(loss: TrainingLoss, tts, rows: list[Row], wrong_text: bool = False,
     return (total / max(n, 1)).tolist()
 
 
-def checkpoint_config(cfg: dict, rows: list[Row], meta: list[dict]) -> dict:
-    """The exported checkpoint's config: the model, the codec's identity, a default voice."""
+def checkpoint_config(cfg: dict, rows: list[Row], meta: list[dict], root: Path) -> dict:
+    """The exported checkpoint's config: the model, the identity of the codec whose codes the
+    corpus at ``root`` holds (as the corpus recorded it), a default voice."""
     mc, dc = cfg["model"], cfg["data"]
-    codec = load_codec() if dc.get("codec_identity", True) else None
-    return export_config(mc, dc["levels"], codec.weights if codec else "", dc.get("max_phone_frames", 40),
-                         default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"),
-                         codec.model.codebook_size if codec else 1024)
+    weights, size = "", 1024
+    if dc.get("codec_identity", True):
+        weights = json.loads((root / "train.json").read_text()).get("codec_weights")
+        if not weights:
+            raise SystemExit(f"{root}: the corpus does not record its codec (built before codec_weights "
+                             "was written): rebuild it with python -m mmar.data.tts_corpus")
+        size = load_codec(checkpoint_for(weights)).model.codebook_size
+    return export_config(mc, dc["levels"], weights, dc.get("max_phone_frames", 40),
+                         default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"), size)
 
 
 def export_snapshot(cfg: dict, out: Path, dest: Path, data: Path | None = None) -> Path:
     """Export ``<out>/state.safetensors`` as it is (mid-run) to ``dest``."""
-    rows, meta = load_rows(Path(data or cfg["data"]["root"]), "train", cfg["data"]["levels"])
-    config = checkpoint_config(cfg, rows, meta)
+    root = Path(data or cfg["data"]["root"])
+    rows, meta = load_rows(root, "train", cfg["data"]["levels"])
+    config = checkpoint_config(cfg, rows, meta, root)
     tts = from_config(config)
     state = load_file(str(out / "state.safetensors"))
     tts.model.load_state_dict(substate(state, "model."))
@@ -132,7 +139,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     levels = dc["levels"]
     rows, meta = load_rows(root, "train", levels)
     valid = load_rows(root, "valid", levels)[0][: dc.get("valid_max", 150)] if dist_info.main else []
-    config = checkpoint_config(cfg, rows, meta)
+    config = checkpoint_config(cfg, rows, meta, root)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc["seed"])
     tts = from_config(config)

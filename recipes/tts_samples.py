@@ -18,9 +18,7 @@ import soundfile as sf
 from mmar.atomic import atomic_write
 from mmar.audio import read_mono
 from mmar.errors import command
-from mmar.tasks.codec import load_codec
 from mmar.tasks.speak import RATE, Speaker, default_voice, edit, say, voice_from_audio
-from mmar.tasks.tts import load_tts
 from mmar.text.align import recognise
 
 
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    sp = Speaker(load_tts(args.checkpoint), load_codec())
+    sp = Speaker.load(args.checkpoint)
     utts = json.loads((args.data / "test.json").read_text())["utterances"]
     wavs = sorted((args.data / "test_wav").glob("*.wav"))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import numpy as np
 
 from mmar.coding.bitpack import pack_codes
 from mmar.coding.container import Header
+from mmar.coding.header import CODEC_IDS, LM_IDS
 from mmar.coding.header_v2 import decode_v2, encode_v2
 from mmar.errors import ContainerError
 
@@ -28,13 +29,13 @@ def make_header(**kw) -> Header:
 
 
 def shipped_header(seconds: float, input_rate: int = 16000, lm: bool = False, rdo: float | None = None) -> Header:
-    """What mmar.tasks.codec.encode_stream writes for the shipped models."""
+    """What mmar.tasks.codec.encode_stream writes for the shipped default models (short ids 2)."""
     ni = round(seconds * input_rate)
     n = ni if input_rate == 16000 else -(-ni * 16000 // input_rate)
     extra = {} if input_rate == 16000 else {"ni": ni}
     if lm:
-        extra |= {"lm": "lm16k", "lmw": "350d060a", "rdo": 2.0 if rdo is None else rdo}
-    return Header(model="sc16k", weights="3e8eaeba", sample_rate=16000, input_rate=input_rate, num_samples=n,
+        extra |= {"lm": LM_IDS[2].model, "lmw": LM_IDS[2].weights, "rdo": 2.0 if rdo is None else rdo}
+    return Header(model=CODEC_IDS[2].model, weights=CODEC_IDS[2].weights, sample_rate=16000, input_rate=input_rate, num_samples=n,
                   levels=3, bits=10, frame_rate=50, chunk_frames=500, mode="lm" if lm else "raw", extra=extra)
 
 

@@ -36,6 +36,12 @@ def test_train_all_debug_set_brings_back_working_checkpoints(tmp_path):
     audio = speechlike(1.5, seed=99)
     y, _ = decode_array(codec, encode_array(codec, audio, 16000, 1.5, lm=lm), lm)
     assert len(y) == len(audio)
+    # INIT: the next run continues from the codec just made (its weights, not a fresh k-means)
+    r = subprocess.run(["bash", str(ROOT / "recipes/device/train_all.sh"), str(tmp_path / "data"), str(tmp_path / "again"), "debug",
+                        str(out / "speech-codec-16k")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    again = load_codec(tmp_path / "again" / "speech-codec-16k")
+    assert again.weights != codec.weights and again.model.codebook_size == codec.model.codebook_size
 
 
 def test_what_travels_fits_the_device_limit():

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from container_helpers import ROOT, header_v2, make_header, parse_v2, shipped_header
 from mmar.coding.bitpack import packed_size
 from mmar.coding.container import Header, container_bytes
+from mmar.checkpoint import SHIPPED
 from mmar.coding.header import CODEC_IDS, LM_IDS, RATES
 from mmar.errors import ContainerError
 
@@ -112,8 +113,8 @@ def test_v2_worked_example_in_the_docstring():
     import mmar.coding.header_v2 as mod
 
     data = header_v2(shipped_header(1.0))
-    assert " ".join(f"{b:02x}" for b in data[:4]) + "  02  00  01  02  80 7d  " in mod.__doc__
-    assert data.hex() == "4d4d41430200010280" "7d" + data[-2:].hex() and data[-2:].hex(" ") in mod.__doc__
+    assert " ".join(f"{b:02x}" for b in data[:4]) + "  02  00  02  02  80 7d  " in mod.__doc__
+    assert data.hex() == "4d4d41430200020280" "7d" + data[-2:].hex() and data[-2:].hex(" ") in mod.__doc__
 
 
 def valid_headers():
@@ -153,19 +154,22 @@ def test_v2_header_round_trip_property(h):
 
 
 def test_short_ids_are_the_shipped_models():
-    """Table entries name the shipped checkpoints' config names and sha256[:8] (never reassign them)."""
-    for entry, ckpt in ((CODEC_IDS[1], "speech-codec-16k"), (LM_IDS[1], "speech-lm-16k")):
-        d = ROOT / "checkpoints" / ckpt
+    """Every table entry names a shipped checkpoint (mmar.checkpoint.SHIPPED) by its config name and
+    sha256[:8], and each LM names the codec whose codes it learnt (never reassign an entry)."""
+    assert set(SHIPPED) == {e.weights for e in (*CODEC_IDS.values(), *LM_IDS.values())}
+    assert (SHIPPED[CODEC_IDS[max(CODEC_IDS)].weights], SHIPPED[LM_IDS[max(LM_IDS)].weights]) == ("speech-codec-16k", "speech-lm-16k")
+    for entry in (*CODEC_IDS.values(), *LM_IDS.values()):
+        d = ROOT / "checkpoints" / SHIPPED[entry.weights]
         if not (d / "model.safetensors").exists():
             pytest.skip(f"{d} is not here")
         cfg = json.loads((d / "config.json").read_text())
         digest = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()[:8]
         assert (entry.model, entry.weights) == (cfg["name"], digest)
-        if ckpt == "speech-codec-16k":
+        if cfg["kind"] == "speech_codec":
             assert (entry.sample_rate, entry.frame_rate, entry.bits) == (cfg["sample_rate"], cfg["sample_rate"] // cfg["hop"],
                                                                         int(np.log2(cfg["codebook_size"])))
         else:
-            assert entry.rdo == cfg["rdo"] and cfg["codec_weights"] == CODEC_IDS[1].weights
+            assert entry.rdo == cfg["rdo"] and cfg["codec_weights"] in {e.weights for e in CODEC_IDS.values()}
 
 
 # -- overhead of files from the shipped models -----------------------------------

@@ -283,3 +283,35 @@ def test_edit_plans_from_word_diffs():
     many = plan_edit(old * 3, [(1, 5), (6, 10), (12, 16), (17, 21), (23, 27), (28, 32)], words * 3,
                      "yes world hello no hello world ok", max_spans=3)
     assert len(many.ranges) <= 3
+
+
+def test_shipped_tts_loads_the_codec_whose_codes_it_learnt():
+    """With no codec given, the TTS model gets the shipped codec its config names, not merely the
+    default one; a shipped codec with other codes is refused."""
+    from mmar.tasks.codec import load_codec
+    from mmar.tasks.speak import Speaker
+
+    d = ROOT / "checkpoints" / "tts-16k"
+    if not (d / "model.safetensors").exists():
+        pytest.skip(f"{d} is not here")
+    sp = Speaker.load(d)
+    assert sp.tts.codec_weights and sp.codec.speaks(sp.tts.codec_weights)
+    others = [p for p in sorted((ROOT / "checkpoints").glob("speech-codec-16k*")) if not load_codec(p).speaks(sp.tts.codec_weights)]
+    assert others  # the default codec and the one the TTS model learnt differ today
+    with pytest.raises(MmarError, match="speaks codec weights"):
+        Speaker.load(d, others[0])
+
+
+def test_checkpoint_names_the_codec_its_corpus_was_built_with(tmp_path):
+    """The exported config carries the codec weights the corpus recorded, not whichever codec is
+    the default now; a corpus that recorded none is refused rather than guessed."""
+    rng = np.random.default_rng(3)
+    rows = [random_utterance(rng) for _ in range(4)]
+    cfg = json.loads(json.dumps(DEBUG))
+    cfg["data"]["codec_identity"] = True
+    write_split(tmp_path / "old", "train", rows)
+    with pytest.raises(SystemExit, match="does not record its codec"):
+        train_tts.checkpoint_config(cfg, *train_tts.load_rows(tmp_path / "old", "train", 3), tmp_path / "old")
+    write_split(tmp_path / "v1", "train", rows, codec_weights="3e8eaeba")
+    config = train_tts.checkpoint_config(cfg, *train_tts.load_rows(tmp_path / "v1", "train", 3), tmp_path / "v1")
+    assert config["codec"]["weights"] == "3e8eaeba"

@@ -1,6 +1,7 @@
-"""Files written before container v2 (tests/data/v1, made at commit 78461da with the shipped
-checkpoints) still decode to the same codes and audio, and re-encoding their inputs gives the
-same chunk payloads, byte for byte."""
+"""Files written before container v2 (tests/data/v1, made at commit 78461da with the then shipped
+checkpoints, now speech-codec-16k-v1 and speech-lm-16k-v1) still decode to the same codes and
+audio, with no --checkpoint given, and re-encoding their inputs gives the same chunk payloads,
+byte for byte."""
 
 import json
 from pathlib import Path
@@ -10,8 +11,7 @@ import pytest
 import soundfile as sf
 
 from mmar.coding.container import ContainerReader
-from mmar.tasks.codec import decode_array, encode_array, load_codec
-from mmar.tasks.codec_lm import load_lm
+from mmar.tasks.codec import decode_array, encode_array, models_for
 
 V1 = Path(__file__).parent / "data" / "v1"
 FILES = {"raw_1k5.mmc": ("clip_22050.flac", None), "lm.mmc": ("clip_16000.flac", "lm")}
@@ -19,7 +19,14 @@ FILES = {"raw_1k5.mmc": ("clip_22050.flac", None), "lm.mmc": ("clip_16000.flac",
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_codec(), load_lm()
+    """The shipped models these files name (no longer the defaults: found by their weights)."""
+    return models_for(ContainerReader((V1 / "lm.mmc").read_bytes()).header)
+
+
+def test_v1_files_name_the_models_that_made_them(shipped):
+    codec, lm = shipped
+    assert (codec.weights, lm.weights) == ("3e8eaeba", "350d060a") and (V1 / "raw_1k5.mmc").exists()
+    assert ContainerReader((V1 / "raw_1k5.mmc").read_bytes()).header.weights == codec.weights
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -57,3 +64,14 @@ def test_reencoding_gives_the_v1_payloads(shipped, name):
     new = list(ContainerReader(encode_array(codec, x, rate, 1.5, lm=lm if use_lm else None)))
     old = list(ContainerReader((V1 / name).read_bytes()))
     assert new == old
+
+
+def test_cli_decodes_old_files_with_the_models_they_name(shipped, tmp_path):
+    from mmar.cli import main
+
+    codec, lm = shipped
+    for name in FILES:
+        assert main(["codec", "decode", str(V1 / name), "-o", str(tmp_path / f"{name}.wav"), "-q"]) == 0
+        audio, _ = decode_array(codec, (V1 / name).read_bytes(), lm=lm)
+        out, _ = sf.read(tmp_path / f"{name}.wav", dtype="float32")
+        assert np.abs(out - audio).max() <= 2.0**-15  # 16-bit WAV rounding

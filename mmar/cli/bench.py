@@ -102,15 +102,13 @@ def _bench_tts(args: argparse.Namespace) -> int:
     from ..atomic import write_json
     from ..bench.tts import format_table, run_tts_bench
     from ..generation import SamplingConfig
-    from ..tasks.codec import load_codec
     from ..tasks.speak import Speaker
-    from ..tasks.tts import load_tts
 
     if args.limit is not None and args.limit < 1:
         raise MmarError("--limit must be at least 1")
     if not 1 <= args.edit_samples <= 8:
         raise MmarError("--edit-samples must be 1..8")
-    sp = Speaker(load_tts(args.checkpoint), load_codec(args.codec_checkpoint))
+    sp = Speaker.load(args.checkpoint, args.codec_checkpoint)
     result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, SamplingConfig(top_k=args.top_k),
                            edit_samples=args.edit_samples)
     print(format_table(result))

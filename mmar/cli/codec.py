@@ -23,6 +23,12 @@ def _lm(path, needed: bool = True):
     return load_lm(path) if needed else None
 
 
+def _models_for(args, header):
+    from ..tasks.codec import models_for
+
+    return models_for(header, args.checkpoint, args.lm_checkpoint, args.tokenizer)
+
+
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -60,10 +66,10 @@ def _decode(args: argparse.Namespace) -> int:
     from ..tasks.codec import decode_file
 
     with ContainerReader(args.input) as r:
-        lm = _lm(args.lm_checkpoint, r.header.mode == "lm")
+        codec, lm = _models_for(args, r.header)
     if args.coarse_only and lm is None:
         _warn("--coarse-only has no effect on a raw file (it holds every level it decodes)")
-    header = decode_file(_codec(args), args.input, args.output, args.force, progress=not args.quiet, lm=lm,
+    header = decode_file(codec, args.input, args.output, args.force, progress=not args.quiet, lm=lm,
                          fine=not args.coarse_only)
     print(f"{args.output}: {header.duration:.2f} s at {header.input_rate} Hz")
     return 0
@@ -97,9 +103,11 @@ def _crossentropy(args: argparse.Namespace) -> float:
     from tqdm import tqdm
 
     from ..coding.container import ContainerReader
-    from ..tasks.codec import decode_stream, load_codec
+    from ..tasks.codec import decode_stream
 
-    codec, lm, stats = load_codec(args.checkpoint, args.tokenizer), _lm(args.lm_checkpoint), {}
+    with ContainerReader(args.input) as r:
+        codec, lm = _models_for(args, r.header)
+    stats: dict = {}
     with ContainerReader(args.input) as r, tqdm(total=round(r.header.duration, 1), unit="s", desc="cross-entropy", leave=False,
                                                  disable=r.header.duration < 60) as bar:
         for y in decode_stream(codec, r.header, r, lm, fine=False, stats=stats):
@@ -126,10 +134,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("codec", help="speech codec: encode, decode, inspect .mmc files")
     csub = p.add_subparsers(dest="codec", required=True, parser_class=type(p))
     ck = dict(type=Path, default=None, help="codec checkpoint: a directory (default: speech-codec-16k from $MMAR_CHECKPOINTS "
-                                           "or the shipped one), or with --tokenizer encodec_24khz Meta's .th file")
+                                           "or the shipped one; decoding: the shipped one the file names), or with --tokenizer encodec_24khz Meta's .th file")
     tok = dict(default="speech16k", type=_tokenizer_name, metavar="NAME",
                help="a registered tokenizer (default: speech16k, also called mmar; encodec_24khz needs --checkpoint)")
-    lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: speech-lm-16k from $MMAR_CHECKPOINTS or the shipped one)")
+    lmck = dict(type=Path, default=None, help="LM checkpoint directory (default: speech-lm-16k from $MMAR_CHECKPOINTS or the shipped one; "
+                                             "decoding: the shipped one the file names)")
 
     e = csub.add_parser("encode", help="audio file (wav, flac, ogg, mp3; any rate, any channels) → .mmc")
     e.add_argument("input", type=_path_in)

@@ -2,8 +2,9 @@
 
 Output: 16 kHz mono 16-bit WAV (the codec's rate), written atomically, never over an existing
 file without -f. Input audio: any file soundfile reads, downmixed and resampled to 16 kHz.
-Checkpoints: --checkpoint (tts-16k) and --codec-checkpoint (speech-codec-16k), else those names
-on the checkpoint search path ($MMAR_CHECKPOINTS, then the shipped ones).
+Checkpoints: --checkpoint (default tts-16k) and --codec-checkpoint (default: the shipped codec whose
+weights the TTS config names), found on the checkpoint search path ($MMAR_CHECKPOINTS, then the
+shipped ones).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ MAX_INPUT_SECONDS = 600.0  # read no more than this from any input file
 
 
 def _speaker(args):
-    from ..tasks.codec import load_codec
     from ..tasks.speak import Speaker
-    from ..tasks.tts import load_tts
 
-    return Speaker(load_tts(args.checkpoint), load_codec(args.codec_checkpoint))
+    return Speaker.load(args.checkpoint, args.codec_checkpoint)
 
 
 def _sampling(args):
@@ -98,7 +97,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--checkpoint", type=Path, help="tts checkpoint directory (default: tts-16k)")
-    p.add_argument("--codec-checkpoint", type=Path, help="speech codec checkpoint (default: speech-codec-16k)")
+    p.add_argument("--codec-checkpoint", type=Path, help="speech codec checkpoint (default: the shipped one whose codes the TTS model learnt)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output")
 
 

@@ -45,12 +45,15 @@ class LMEntry(NamedTuple):
 
 # Short ids. NEVER reuse or change an entry once files with it may exist: append new ones.
 # Codec ids stay below 128: bit 7 of the id byte says a gain byte follows.
-# Weights are the first 8 hex digits of the SHA-256 of the model.safetensors file.
+# Weights are the first 8 hex digits of the SHA-256 of the model.safetensors file; add each
+# shipped one to mmar.checkpoint.SHIPPED too.
 CODEC_IDS: dict[int, CodecEntry] = {
-    1: CodecEntry("sc16k", "3e8eaeba", 16000, 50, 10),  # checkpoints/speech-codec-16k
+    1: CodecEntry("sc16k", "3e8eaeba", 16000, 50, 10),  # checkpoints/speech-codec-16k-v1
+    2: CodecEntry("sc16k", "463d917f", 16000, 50, 10),  # checkpoints/speech-codec-16k
 }
 LM_IDS: dict[int, LMEntry] = {
-    1: LMEntry("lm16k", "350d060a", 2.0),  # checkpoints/speech-lm-16k
+    1: LMEntry("lm16k", "350d060a", 2.0),  # checkpoints/speech-lm-16k-v1
+    2: LMEntry("lm16k", "4e8968ab", 2.0),  # checkpoints/speech-lm-16k
 }
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 64000)
 

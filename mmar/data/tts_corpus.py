@@ -177,8 +177,9 @@ def jobs(split: str, texts: list[str], levels: int, seed: int) -> list[dict]:
     return out
 
 
-def write_split(out: Path, split: str, rows: list[Utterance]) -> None:
-    """Concatenate a split's rows into ``<split>.safetensors`` + ``<split>.json`` (atomically)."""
+def write_split(out: Path, split: str, rows: list[Utterance], codec_weights: str = "") -> None:
+    """Concatenate a split's rows into ``<split>.safetensors`` + ``<split>.json`` (atomically);
+    ``codec_weights``: the codec whose codes the rows hold (recorded for the TTS checkpoint)."""
     import torch
     from safetensors.torch import save
 
@@ -190,7 +191,8 @@ def write_split(out: Path, split: str, rows: list[Utterance]) -> None:
                "frame_offsets": torch.from_numpy(frame_off), "phone_offsets": torch.from_numpy(phone_off)}
     data = save(tensors)
     atomic_write(out / f"{split}.safetensors", lambda p: p.write_bytes(data))
-    write_json({"phones": list(PHONES), "frame_rate": FRAME_RATE, "utterances": [r.meta for r in rows]}, out / f"{split}.json")
+    write_json({"phones": list(PHONES), "frame_rate": FRAME_RATE, **({"codec_weights": codec_weights} if codec_weights else {}),
+                "utterances": [r.meta for r in rows]}, out / f"{split}.json")
 
 
 def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, levels: int = 3, workers: int = 2,
@@ -201,7 +203,8 @@ def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, level
         raise MmarError(f"only {len(known)} usable fortunes sentences")
     rest = (known[test + valid :] + other)[:train]
     splits = {"test": known[:test], "valid": known[test : test + valid], "train": [t for t in rest for _ in range(reads)]}
-    summary: dict = {"sentences": {k: len(v) for k, v in splits.items()}, "levels": levels, "voices": {}}
+    summary: dict = {"sentences": {k: len(v) for k, v in splits.items()}, "levels": levels, "codec_weights": _codec().weights,
+                     "voices": {}}
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max(1, workers)) as pool:
         for split, split_texts in splits.items():
@@ -222,7 +225,7 @@ def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, level
                     (out / "test_wav").mkdir(exist_ok=True)
                     atomic_write(out / "test_wav" / f"{len(rows) - 1:03d}_{utt.meta['name']}.wav",
                                  lambda p, a=audio: sf.write(str(p), a, 16000, subtype="PCM_16", format="WAV"), tmp_suffix=".wav")
-            write_split(out, split, rows)
+            write_split(out, split, rows, _codec().weights)
             summary[split] = {"utterances": len(rows), "minutes": round(frames / FRAME_RATE / 60, 1)}
             print(f"{split}: {len(rows)} utterances, {frames / FRAME_RATE / 60:.1f} min", flush=True)
     summary["sha256"] = {s: hashlib.sha256((out / f"{s}.safetensors").read_bytes()).hexdigest()[:16] for s in splits}

@@ -44,6 +44,19 @@ def load_codec(path: Path | None = None, tokenizer: str = "speech16k") -> Loaded
     return loaded
 
 
+def models_for(header: Header, codec_path: Path | None = None, lm_path: Path | None = None,
+               tokenizer: str = "speech16k") -> tuple[LoadedCodec, LoadedLM | None]:
+    """The codec and (for an LM-coded file) the LM that decode a file with ``header``: the paths
+    given, else the shipped checkpoints holding the weights the header names
+    (:data:`mmar.checkpoint.SHIPPED`), else the defaults."""
+    from ..checkpoint import checkpoint_for
+    from .codec_lm import load_lm
+
+    codec = load_codec(checkpoint_for(header.weights, codec_path), tokenizer)
+    lm = load_lm(checkpoint_for(header.extra.get("lmw", ""), lm_path)) if header.mode == "lm" else None
+    return codec, lm
+
+
 # -- streaming core ------------------------------------------------------------------------
 def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: int, input_samples: int,
                   levels: int, lm: LoadedLM | None = None, rdo: float | None = None) -> tuple[Header, list[bytes]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,17 @@ class Speaker:
         if self.tts.codec_weights and not self.codec.speaks(self.tts.codec_weights):
             raise MmarError(f"the TTS model speaks codec weights {self.tts.codec_weights}, not {self.codec.weights}; "
                             "pass the matching --codec-checkpoint")
+
+    @classmethod
+    def load(cls, tts_path: Path | None = None, codec_path: Path | None = None) -> Speaker:
+        """The TTS checkpoint (default: tts-16k) and the codec whose codes it learnt: ``codec_path``,
+        else the shipped checkpoint holding those weights, else the default speech codec."""
+        from ..checkpoint import checkpoint_for
+        from .codec import load_codec
+        from .tts import load_tts
+
+        tts = load_tts(tts_path)
+        return cls(tts, load_codec(checkpoint_for(tts.codec_weights, codec_path)))
 
     def encode(self, audio: np.ndarray) -> torch.Tensor:
         """16 kHz audio [N] → codes int64 [K, ceil(N / hop)] (the model's levels)."""

@@ -2,22 +2,25 @@
 # Train every shipped speech model at scale on one CUDA GPU, in about 8 minutes of wall time,
 # from the compact corpus that travels with the working tree; bring back checkpoints + metrics.
 #
-#   bash recipes/device/train_all.sh DATA OUT [SET]
+#   bash recipes/device/train_all.sh DATA OUT [SET [INIT]]
 #
 #   DATA  the packed corpus: DATA/train, DATA/valid (python -m mmar.data.pack --out data/gpu)
 #   OUT   where the new checkpoints go: OUT/speech-codec-16k, OUT/speech-lm-16k (files larger
 #         than 15 MiB are split into .part-aa, .part-ab, …: `cat F.part-* > F` joins them)
 #   SET   config set: gpu (default; recipes/configs/*_gpu.json) or debug (a seconds-long CPU
 #         run of the same pipeline, used by tests/test_device_command.py)
+#   INIT  a codec checkpoint to continue from (e.g. checkpoints/speech-codec-16k) instead of
+#         training the codec from scratch
 #
 # On the device machine (no network; Python packages the image lacks travel as wheels, see
 # recipes/device/README.md):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #   bash recipes/device/train_all.sh data/gpu $OUT
 set -euo pipefail
-data=${1:?usage: train_all.sh DATA OUT [SET]}
-out=${2:?usage: train_all.sh DATA OUT [SET]}
+data=${1:?usage: train_all.sh DATA OUT [SET [INIT]]}
+out=${2:?usage: train_all.sh DATA OUT [SET [INIT]]}
 set=${3:-gpu}
+init=${4:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-python3}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -27,7 +30,7 @@ mkdir -p "$out"
 t0=$(date +%s)
 
 "$py" "$root/recipes/train_codec.py" --config "$root/recipes/configs/codec_$set.json" --data "$data/train" \
-  --out "$work/codec" > "$work/codec.log" 2>&1 || { tail -20 "$work/codec.log"; exit 1; }
+  --out "$work/codec" ${init:+--init "$init"} > "$work/codec.log" 2>&1 || { tail -20 "$work/codec.log"; exit 1; }
 "$py" "$root/recipes/train_codec_lm.py" --config "$root/recipes/configs/codec_lm_$set.json" --codec "$work/codec/export" \
   --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
 
