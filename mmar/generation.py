@@ -326,9 +326,10 @@ def latent_loop(stepper: Stepper, hidden_state: torch.Tensor, steps: int, choose
 
 
 # -- frames of continuous tokens, denoised in place (video) -------------------------------------
-TimeEmbedding = Callable[["float | None", int], torch.Tensor]
-"""(diffusion time t of a frame, or None for a clean frame; rows) → per-token vectors [rows, N, D]
-added to that frame's inputs (FAR's clean-context timestep is the None case)."""
+FrameEmbedding = Callable[["float | None", "torch.Tensor | None"], torch.Tensor]
+"""(diffusion time t of a frame, or None for a clean frame; the clean frame before it [rows, N, C],
+or None for the first) → per-token vectors [rows, N, D] added to that frame's inputs (FAR's
+clean-context timestep is the None case)."""
 
 
 class FrameCache:
@@ -338,9 +339,9 @@ class FrameCache:
     ``window`` of W frames makes it a ring of W frames plus the prefix (the cache's sink)."""
 
     def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
-                 time_embedding: TimeEmbedding):
+                 embedding: FrameEmbedding):
         p, n = prefix.shape[1], tokens_per_frame
-        self.model, self.time_embedding = model, time_embedding
+        self.model, self.embedding, self.last = model, embedding, None
         self.cache = KVCache(model.cfg, prefix.shape[0], p + (window + 1) * n, n, window=window, sink=p,
                              dtype=next(model.parameters()).dtype, device=prefix.device)
         model(prefix=prefix, cache=self.cache)
@@ -348,12 +349,13 @@ class FrameCache:
     @torch.no_grad()
     def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """A noisy frame x [rows, N, C] at time t → hidden states [rows, N, D] (nothing is written)."""
-        return self.model(latents=x, extra=self.time_embedding(t, x.shape[0]), cache=self.cache, commit=False)
+        return self.model(latents=x, extra=self.embedding(t, self.last), cache=self.cache, commit=False)
 
     @torch.no_grad()
     def commit(self, z: torch.Tensor) -> None:
         """Write a clean frame z [rows, N, C] to the cache."""
-        self.model(latents=z, extra=self.time_embedding(None, z.shape[0]), cache=self.cache)
+        self.model(latents=z, extra=self.embedding(None, self.last), cache=self.cache)
+        self.last = z
 
 
 class FrameRecompute:
@@ -362,14 +364,14 @@ class FrameRecompute:
     window and sink. Same hidden states up to float rounding; cost grows with the rollout."""
 
     def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
-                 time_embedding: TimeEmbedding):
-        self.model, self.prefix, self.n, self.window, self.time_embedding = model, prefix, tokens_per_frame, window, time_embedding
+                 embedding: FrameEmbedding):
+        self.model, self.prefix, self.n, self.window, self.embedding = model, prefix, tokens_per_frame, window, embedding
         self.frames: list[torch.Tensor] = []
 
     @torch.no_grad()
     def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        rows = x.shape[0]
-        extra = torch.cat([self.time_embedding(None, rows)] * len(self.frames) + [self.time_embedding(t, rows)], dim=1)
+        before = [None, *self.frames]
+        extra = torch.cat([self.embedding(None, before[i]) for i in range(len(self.frames))] + [self.embedding(t, before[-1])], dim=1)
         h = self.model(latents=torch.cat([*self.frames, x], dim=1), prefix=self.prefix, tokens_per_frame=self.n,
                        extra=extra, window=self.window, sink=True)
         return h[:, -self.n:]

@@ -102,7 +102,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     d = load_data(tok, root, dc, tc["seed"], out / "latents.safetensors" if dist_info.main else None)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
     config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
-                           cfg.get("name", "video-64"))
+                           cfg.get("name", "video-64"), mc.get("local", 0))
     torch.manual_seed(tc["seed"])
     vm = from_config(config)
     model = vm.model.to(device)
@@ -110,7 +110,9 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         src = load_video(init)
         if src.vocab.itos != vocab.itos or src.grid != vm.grid or src.tokenizer_weights != vm.tokenizer_weights:
             raise SystemExit(f"--init {init}: its vocabulary, grid or σ-VAE differ from this run's")
-        model.load_state_dict(src.model.state_dict())
+        missing, unexpected = model.load_state_dict(src.model.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("prev.") for k in missing):  # only a newly added local map may be new
+            raise SystemExit(f"--init {init}: its weights do not fit this model ({(unexpected or missing)[:3]})")
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     train_lat, train_caps = d["train"], d["train_captions"]
     prefixes = vocab.batch(train_caps, truncate=True)

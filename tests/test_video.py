@@ -12,10 +12,10 @@ from mmar.text.captions import CaptionVocab
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny(window: int = 8, seed: int = 0) -> tv.VideoModel:
+def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2)) -> tv.VideoModel:
     vocab = CaptionVocab.build(["fox moves left", "red apple grows", "then bounces"], 6)
     config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32, "depth": 2, "objective": "flow"},
-                              vocab, 3, (2, 2), window, name="video-tiny")
+                              vocab, 3, grid, window, name="video-tiny", local=local)
     torch.manual_seed(seed)
     vm = tv.from_config(config)
     for p in vm.model.parameters():  # zero-initialised layers would hide differences
@@ -37,9 +37,9 @@ def test_training_loss_is_finite_backpropagates_and_ignores_clean_frames():
     assert torch.equal(again, vm.model(lat, prefix, clean_p=0.3, generator=torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("window,frames,cfg", [(8, 5, 1.0), (3, 7, 2.0)])
-def test_cache_reuse_equals_recompute(window, frames, cfg):
-    vm = tiny(window)
+@pytest.mark.parametrize("window,frames,cfg,local", [(8, 5, 1.0, 0), (3, 7, 2.0, 0), (3, 7, 2.0, 3), (8, 4, 1.0, 1)])
+def test_cache_reuse_equals_recompute(window, frames, cfg, local):
+    vm = tiny(window, local=local)
     prompt = torch.randn(2, 2, 3, 2, 2)
     kw = dict(steps=3, cfg_scale=cfg, seed=5, prompt=prompt)
     a = tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **kw)
@@ -48,6 +48,33 @@ def test_cache_reuse_equals_recompute(window, frames, cfg):
     assert (a - b).abs().max() <= 1e-4
     assert torch.equal(a, tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **kw))
     assert not torch.allclose(a, tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **{**kw, "seed": 6}))
+
+
+def test_local_map_sees_only_the_previous_frame_near_each_token():
+    """The previous-frame map of a token reads the k × k cells around it, nothing further; in
+    training, frame f's inputs hold frame f − 1's clean latents (the first frame: none), so the
+    loss depends on them while earlier frames stay blind to later ones (block-causal)."""
+    vm = tiny(local=3, grid=(4, 4))
+    net = vm.model
+    prev = torch.randn(1, 1, 16, 3)
+    moved = prev.clone()
+    moved[0, 0, 0] += 1.0  # cell (0, 0)
+    diff = (net.prev_embedding(moved) - net.prev_embedding(prev)).abs().sum(-1)[0].view(4, 4)
+    assert (diff[:2, :2] > 0).all() and diff[2:].sum() == 0 and diff[:, 2:].sum() == 0
+    lat, prefix = torch.randn(1, 3, 16, 3), vm.vocab.batch(["fox moves left"])
+    hidden = {}
+    net.trunk.register_forward_hook(lambda m, i, o: hidden.__setitem__("h", o))
+
+    def h(z):
+        net(z, prefix, clean_p=0.5, generator=torch.Generator().manual_seed(1))
+        return hidden["h"][:, prefix.shape[1]:].view(1, 3, 16, -1)
+
+    base = h(lat)
+    later = lat.clone()
+    later[:, 2] += 1.0
+    assert torch.equal(h(later)[:, :2], base[:, :2])  # frame 2 changes nothing before it
+    off = tiny(local=0, grid=(4, 4)).model
+    assert not hasattr(off, "prev") and off.prev_embedding(prev).abs().sum() == 0
 
 
 def test_prompt_frames_and_caption_steer_the_rollout():
@@ -103,6 +130,14 @@ def test_recipe_resume_equals_uninterrupted_and_exports(named_shapes_dir, tmp_pa
                       progress=False, init=a / "export")
     wa, wc = load_file(str(a / "export/model.safetensors")), load_file(str(c / "export/model.safetensors"))
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    # … also into a model with a previous-frame map, which starts at zero: the same function
+    d = tmp_path / "d"
+    train_video.train(json.loads(json.dumps(cfg)) | {"optim": cfg["optim"] | {"steps": 0}, "model": cfg["model"] | {"local": 3}},
+                      d, named_shapes_dir, vae, progress=False, init=a / "export")
+    wd, vd = load_file(str(d / "export/model.safetensors")), tv.load_video(d / "export")
+    assert vd.model.local == 3 and all(torch.equal(wa[k], wd[k]) for k in wa) and all(wd[k].abs().sum() == 0 for k in wd if k.startswith("prev."))
+    prompt = torch.randn(1, 2, 4, 8, 8)
+    assert torch.allclose(tv.generate_frames(vm, ["red disc"], 2, prompt=prompt, steps=2), tv.generate_frames(vd, ["red disc"], 2, prompt=prompt, steps=2))
 
 
 # -- files and command line -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ frames + a :class:`~mmar.heads.DiffusionHead` that denoises every token of a fra
 Layout: a caption prefix [P] (bidirectional), then frames of N = rows × cols latent tokens; a
 token sees its own frame and every earlier one (``tokens_per_frame = N``). Each token's input is
 its latent (noisy or clean) plus a time embedding: of its frame's diffusion time t ∈ [0, 1], or
-a learned **clean** embedding for a finished frame (FAR's clean-context timestep).
+a learned **clean** embedding for a finished frame (FAR's clean-context timestep); with
+``local`` > 0, plus a map of the previous clean frame's latents around the token.
 
 Training (diffusion forcing, as FAR): every frame of a clip gets its own t and noise (flow
 matching: x_t = (1 − t)·x + t·ε), a share ``clean_p`` of frames stays clean with the clean
@@ -48,14 +49,40 @@ MAX_WINDOW = 4096
 
 
 class VideoNet(nn.Module):
-    """Trunk + time embeddings + diffusion head as one module (one state dict, one DDP wrapper)."""
+    """Trunk + time embeddings + diffusion head as one module (one state dict, one DDP wrapper).
 
-    def __init__(self, trunk: CausalTransformer, head: DiffusionHead, tokens_per_frame: int):
+    ``local`` = k > 0 adds to each token's input a linear map of the previous clean frame's
+    latents in the k × k cells around it (zero for a window's first frame), so that copying or
+    shifting what was there needs no attention to be learnt first; its weights start at zero."""
+
+    def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0):
         super().__init__()
-        d = trunk.cfg.dim
-        self.trunk, self.head, self.tokens_per_frame = trunk, head, tokens_per_frame
+        d, c = trunk.cfg.dim, head.cfg.latent_dim
+        self.trunk, self.head, self.grid, self.local = trunk, head, grid, local
+        self.tokens_per_frame = grid[0] * grid[1]
         self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.clean = nn.Parameter(torch.zeros(d))
+        if local:
+            self.prev = nn.Linear(local * local * c, d)
+            nn.init.zeros_(self.prev.weight)
+            nn.init.zeros_(self.prev.bias)
+
+    def prev_embedding(self, prev: torch.Tensor) -> torch.Tensor:
+        """Previous clean frames [B, F, N, C] → per-token vectors [B, F · N, D] (zeros without ``local``)."""
+        b, f, n, c = prev.shape
+        if not self.local:
+            return prev.new_zeros(b, f * n, self.clean.shape[0])
+        img = prev.reshape(b * f, *self.grid, c).permute(0, 3, 1, 2)
+        cells = F.unfold(img, self.local, padding=self.local // 2).transpose(1, 2)  # [B·F, N, C·k·k]
+        return self.prev(cells.to(self.prev.weight.dtype)).reshape(b, f * n, -1)
+
+    def frame_embedding(self, t: float | None, prev: torch.Tensor | None, rows: int) -> torch.Tensor:
+        """One frame's input vectors [rows, N, D]: its time (None: clean) plus the embedding of the
+        clean frame before it, prev [rows, N, C] (None: the first frame)."""
+        e = self.time_embedding(None if t is None else torch.full((rows, 1), t), rows, 1)
+        if prev is None or not self.local:
+            return e
+        return e + self.prev_embedding(prev[:, None])
 
     def time_embedding(self, t: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
         """Per-token time vectors [B, frames · N, D]: of the times t [B, frames] (None: clean frames)."""
@@ -76,6 +103,9 @@ class VideoNet(nn.Module):
         eps = torch.randn(latents.shape, generator=generator).to(latents)
         xt = torch.where(clean[..., None, None], latents, (1 - t)[..., None, None] * latents + t[..., None, None] * eps)
         extra = torch.where(clean.repeat_interleave(n, 1)[..., None], self.clean, self.time_embedding(t, b, f))
+        if self.local:  # the clean frame before each (as at inference); the window's first has none
+            prev = self.prev_embedding(latents[:, :-1])
+            extra = extra + torch.cat([prev.new_zeros(b, n, prev.shape[-1]), prev], dim=1)
         h = self.trunk(latents=xt.flatten(1, 2), prefix=prefix, tokens_per_frame=n, extra=extra)[:, prefix.shape[1]:]
         keep = ~clean.repeat_interleave(n, 1).flatten()
         if not bool(keep.any()):
@@ -110,18 +140,22 @@ class VideoModel:
 
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
-                  tokenizer: LoadedTokenizer | None = None, name: str = NAME) -> dict:
-    """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its ``window``."""
-    return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window)
+                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0) -> dict:
+    """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its
+    ``window`` and, when used, the ``local`` previous-frame neighbourhood (see :class:`VideoNet`)."""
+    return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window,
+                                **({"local": local} if local else {}))
 
 
 def from_config(config: dict, where: str = "config") -> VideoModel:
     """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
     p = latent_parts(config, where, "video", "video model", objectives=("flow",), default_name=NAME)
-    window = config.get("window")
+    window, local = config.get("window"), config.get("local", 0)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW or max(p.grid) > 64:
         raise MmarError(f"{where}: window must be 1..{MAX_WINDOW} and the grid at most 64 a side")
-    return VideoModel(VideoNet(p.trunk, p.head, p.grid[0] * p.grid[1]), p.vocab, p.grid, window, p.name,
+    if local not in (0, 1, 3, 5):
+        raise MmarError(f"{where}: local must be 0, 1, 3 or 5")
+    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local), p.vocab, p.grid, window, p.name,
                       tokenizer_weights=p.tokenizer_weights)
 
 
@@ -150,10 +184,8 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     prefix = torch.cat([cond, vm.vocab.null_batch(b)]) if guided else cond
     net = vm.model
 
-    def time_embedding(t: float | None, rows: int) -> torch.Tensor:
-        return net.time_embedding(None if t is None else torch.full((rows, 1), t), rows, 1)
-
-    context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window, time_embedding)
+    context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window,
+                                                         lambda t, prev: net.frame_embedding(t, prev, prefix.shape[0]))
     for k in range(0 if prompt is None else prompt.shape[1]):
         z = prompt[:, k].flatten(2).transpose(1, 2)
         context.commit(torch.cat([z, z]) if guided else z)
