@@ -130,7 +130,7 @@ def _codec():
 
 
 def encode(audio: np.ndarray, levels: int) -> np.ndarray:
-    """16 kHz audio [N] → the shipped codec's codes int16 [levels, ceil(N / 320)]."""
+    """16 kHz audio [N] → the default codec's codes int16 [levels, ceil(N / 320)]."""
     import torch
 
     codec = _codec()
@@ -203,7 +203,8 @@ def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, level
         raise MmarError(f"only {len(known)} usable fortunes sentences")
     rest = (known[test + valid :] + other)[:train]
     splits = {"test": known[:test], "valid": known[test : test + valid], "train": [t for t in rest for _ in range(reads)]}
-    summary: dict = {"sentences": {k: len(v) for k, v in splits.items()}, "levels": levels, "codec_weights": _codec().weights,
+    codec_weights = _codec().weights
+    summary: dict = {"sentences": {k: len(v) for k, v in splits.items()}, "levels": levels, "codec_weights": codec_weights,
                      "voices": {}}
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max(1, workers)) as pool:
@@ -225,7 +226,7 @@ def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, level
                     (out / "test_wav").mkdir(exist_ok=True)
                     atomic_write(out / "test_wav" / f"{len(rows) - 1:03d}_{utt.meta['name']}.wav",
                                  lambda p, a=audio: sf.write(str(p), a, 16000, subtype="PCM_16", format="WAV"), tmp_suffix=".wav")
-            write_split(out, split, rows, _codec().weights)
+            write_split(out, split, rows, codec_weights)
             summary[split] = {"utterances": len(rows), "minutes": round(frames / FRAME_RATE / 60, 1)}
             print(f"{split}: {len(rows)} utterances, {frames / FRAME_RATE / 60:.1f} min", flush=True)
     summary["sha256"] = {s: hashlib.sha256((out / f"{s}.safetensors").read_bytes()).hexdigest()[:16] for s in splits}
