@@ -18,8 +18,8 @@ timings come with the audio. Voices:
 - test: ``awb`` (m, a voice the TTS never hears) and ``awb`` shifted up 5 semitones (a
   female-range voice it never hears), on the test sentences.
 
-Each utterance is encoded once by the shipped speech codec (its first ``--levels`` levels,
-50 frames/s) and phone end times become frame boundaries (every phone ≥ 1 frame). Written per
+Each utterance is encoded once by the default speech codec (its first ``--levels`` levels,
+50 frames/s; its weights are recorded as ``codec_weights``) and phone end times become frame boundaries (every phone ≥ 1 frame). Written per
 split: ``<split>.safetensors`` (codes int16 [K, total frames], phone ids uint8, phone start
 frames int32, offsets) and ``<split>.json`` (text, voice, F0, stretch, shift per utterance);
 test also keeps its waveforms in ``test_wav/`` for the benchmark. Same packages + options →
