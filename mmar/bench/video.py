@@ -3,7 +3,8 @@ never trained on (:class:`mmar.data.sprites.SpriteClips`, test split), in one ru
 
 - **continuation**: from the first ``context`` true frames of a clip, ``horizon`` new frames; PSNR
   and SSIM against the true next frames (per horizon step and averaged), next to two baselines:
-  repeat the last given frame, and shift it by the sprite's last observed motion;
+  repeat the last given frame, and shift it by the sprite's last observed motion; and the true
+  frames through the σ-VAE and back, the most any model on these latents can score;
 - **sprite position error**: the distance (px) between the sprite's centre in generated and in
   true frames (:func:`mmar.data.sprites.sprite_track`);
 - **caption adherence**: clips generated from the caption alone; the share whose measured motion
@@ -105,6 +106,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
                "shift_by_last_motion": np.stack([np.stack([shift_frame(last[n], *(np.round(motion[n] * (k + 1)).astype(int)))
                                                            for k in range(horizon)]) for n in range(clips)])}
     future = truth[:, context:]
+    # the true future through the σ-VAE and back: what a perfect latent model would score
+    systems["vae_round_trip"] = np.concatenate([_decode(tok, _encode(tok, future[i:i + 8])) for i in range(0, clips, 8)])
     cont = {}
     for name, frames in systems.items():
         p = np.array([[psnr(frames[n, k], future[n, k]) for k in range(horizon)] for n in range(clips)])
