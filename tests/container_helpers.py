@@ -29,13 +29,13 @@ def make_header(**kw) -> Header:
 
 
 def shipped_header(seconds: float, input_rate: int = 16000, lm: bool = False, rdo: float | None = None) -> Header:
-    """What mmar.tasks.codec.encode_stream writes for the shipped default models (short ids 2)."""
+    """What mmar.tasks.codec.encode_stream writes for the shipped default models (codec id 3, LM id 2)."""
     ni = round(seconds * input_rate)
     n = ni if input_rate == 16000 else -(-ni * 16000 // input_rate)
     extra = {} if input_rate == 16000 else {"ni": ni}
     if lm:
         extra |= {"lm": LM_IDS[2].model, "lmw": LM_IDS[2].weights, "rdo": 2.0 if rdo is None else rdo}
-    return Header(model=CODEC_IDS[2].model, weights=CODEC_IDS[2].weights, sample_rate=16000, input_rate=input_rate, num_samples=n,
+    return Header(model=CODEC_IDS[3].model, weights=CODEC_IDS[3].weights, sample_rate=16000, input_rate=input_rate, num_samples=n,
                   levels=3, bits=10, frame_rate=50, chunk_frames=500, mode="lm" if lm else "raw", extra=extra)
 
 

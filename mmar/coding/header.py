@@ -49,7 +49,8 @@ class LMEntry(NamedTuple):
 # shipped one to mmar.checkpoint.SHIPPED too.
 CODEC_IDS: dict[int, CodecEntry] = {
     1: CodecEntry("sc16k", "3e8eaeba", 16000, 50, 10),  # checkpoints/speech-codec-16k-v1
-    2: CodecEntry("sc16k", "463d917f", 16000, 50, 10),  # checkpoints/speech-codec-16k
+    2: CodecEntry("sc16k", "463d917f", 16000, 50, 10),  # the GPU run; its codes: checkpoints/speech-codec-16k
+    3: CodecEntry("sc16k", "44e826f7", 16000, 50, 10),  # checkpoints/speech-codec-16k (decoder fine-tuned on 2)
 }
 LM_IDS: dict[int, LMEntry] = {
     1: LMEntry("lm16k", "350d060a", 2.0),  # checkpoints/speech-lm-16k-v1

@@ -34,14 +34,14 @@ form only); *zigzag* maps a signed d to 2d (d >= 0) or -2d-1 (d < 0) before the 
 
 A known (codec, weights) id stands for its sample_rate, frame_rate and bits too; a header that
 differs from the table in any of them is written with an explicit identity instead. Worked
-example: the default codec (id 2), a 1 s, 16 kHz utterance at 1.5 kbps (3 levels, raw)::
+example: the default codec (id 3), a 1 s, 16 kHz utterance at 1.5 kbps (3 levels, raw)::
 
-    4d 4d 41 43  02  00  02  02  80 7d  75 12
+    4d 4d 41 43  02  00  03  02  80 7d  c1 64
     "MMAC"       v2  flags: audio, raw, 500-frame chunks, input rate = 16 kHz
-                         codec id 2 (sc16k, 463d917f: 16 kHz, 50 Hz, 10 bits)
+                         codec id 3 (sc16k, 44e826f7: 16 kHz, 50 Hz, 10 bits)
                              levels 3, no λ
                                  num_samples 16000 (0x3e80 = 0x00 + 0x7d << 7)
-                                        CRC-16 0x1275
+                                        CRC-16 0x64c1
 
 12 bytes in all; from a 44.1 kHz input the flags become ``0x80`` (rate code 8 = 44100) and
 one byte more holds the ni delta (0 for 44100 samples). An LM-coded file adds its LM id
