@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -52,17 +53,38 @@ def _umask() -> int:
     return mask
 
 
+_LIVE: set[Path] = set()  # temp files created and not yet published or removed
+_DEFERRED = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
+def remove_live_temps() -> None:
+    """Remove every temp file still being written: for a process unwinding from a signal, whose
+    exception may have struck between a temp file's creation and the code that would clean it."""
+    for tmp in list(_LIVE):
+        tmp.unlink(missing_ok=True)
+        _LIVE.discard(tmp)
+
+
 def _create_temp(path: Path, tmp_suffix: str) -> tuple[Path, int]:
-    """A new, empty, uniquely named sibling of ``path``: (its path, an fd open for writing)."""
-    for _ in range(_TRIES):
-        tmp = path.with_name(f".{path.name[:_TEMP_NAME_CHARS]}.{secrets.token_hex(6)}.tmp{tmp_suffix}")
-        try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise _cannot_write(path, e) from None
-    raise MmarError(f"cannot write {path}: no free temp file name after {_TRIES} tries")  # pragma: no cover
+    """A new, empty, uniquely named sibling of ``path``: (its path, an fd open for writing), recorded
+    in ``_LIVE`` with signals held back, so that no signal falls between creating and recording it."""
+    block = hasattr(signal, "pthread_sigmask")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED) if block else None
+    try:
+        for _ in range(_TRIES):
+            tmp = path.with_name(f".{path.name[:_TEMP_NAME_CHARS]}.{secrets.token_hex(6)}.tmp{tmp_suffix}")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise _cannot_write(path, e) from None
+            _LIVE.add(tmp)
+            return tmp, fd
+        raise MmarError(f"cannot write {path}: no free temp file name after {_TRIES} tries")  # pragma: no cover
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -95,6 +117,7 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
             os.replace(tmp, path)
         else:
             tmp.unlink()
+    _LIVE.discard(tmp)
     _fsync_dir(path.parent)
 
 

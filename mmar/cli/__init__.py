@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
+        from ..atomic import remove_live_temps
+
+        remove_live_temps()  # the signal may have struck before a writer could clean up
         print("error: interrupted", file=sys.stderr)
         return 128 + (e.args[0] if isinstance(e, Terminated) else signal.SIGINT)
     finally:
