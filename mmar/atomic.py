@@ -61,8 +61,13 @@ def remove_live_temps() -> None:
     """Remove every temp file still being written: for a process unwinding from a signal, whose
     exception may have struck between a temp file's creation and the code that would clean it."""
     for tmp in list(_LIVE):
-        tmp.unlink(missing_ok=True)
-        _LIVE.discard(tmp)
+        _remove(tmp)
+
+
+def _remove(tmp: Path) -> None:
+    """Delete an unpublished temp file and forget it."""
+    tmp.unlink(missing_ok=True)
+    _LIVE.discard(tmp)
 
 
 def _create_temp(path: Path, tmp_suffix: str) -> tuple[Path, int]:
@@ -171,7 +176,7 @@ class AtomicFile:
         if self.file is not None:
             f, self.file = self.file, None
             f.close()
-        self.tmp.unlink(missing_ok=True)
+        _remove(self.tmp)
 
     def __enter__(self) -> BinaryIO:
         return self.file
@@ -204,10 +209,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], tmp_suffix: str = ""
             os.fsync(f.fileno())
         _publish(tmp, path, overwrite=True)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise _cannot_write(path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return path
 
