@@ -6,7 +6,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
-APT     := ffmpeg sox espeak-ng flite festival festvox-kallpc16k codec2 opus-tools fortunes alsa-utils asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle asterisk-prompt-es-co fillets-ng-data-nl fillets-ng-data-cs fonts-noto-color-emoji unicode-data chromium
+APT     := ffmpeg sox espeak-ng flite festival festvox-kallpc16k codec2 opus-tools fortunes alsa-utils asterisk-core-sounds-en-g722 asterisk-core-sounds-en asterisk-core-sounds-fr-g722 asterisk-core-sounds-es-g722 asterisk-core-sounds-ru-g722 asterisk-core-sounds-it-g722 asterisk-prompt-it-menardi-wav asterisk-prompt-fr-armelle asterisk-prompt-es-co fillets-ng-data-nl fillets-ng-data-cs fonts-noto-color-emoji unicode-data chromium
 OUT     ?= runs/demo
 
 .PHONY: demo test setup system-deps data data-tts bench clean

@@ -15,7 +15,9 @@ training latents, which normalise them).
 
 Config knobs: ``kind`` ("image_vq", the default, or "image_vae"), ``model``
 (:class:`~mmar.tokenizers.image_vq.ImageVQConfig` or :class:`~mmar.tokenizers.image_vae.ImageVAEConfig`),
-``data.root`` (the folder :mod:`mmar.data.emoji` wrote), ``data.augment`` (null, or the keyword arguments of
+``data.root`` (the folder :mod:`mmar.data.emoji` wrote), ``data.source`` ("emoji", the default:
+the renders; "sprites": ``data.frames_per_clip`` random frames of each of ``data.clips`` clips of
+:mod:`mmar.data.sprites` from the same split, what a video model's tokenizer sees), ``data.augment`` (null, or the keyword arguments of
 :func:`mmar.data.emoji.augment`), ``train.loss`` (weights of L1, MSE and the image-gradient L1, and
 for the VAE ``pull``: the weight of the L2 pull of the latent means toward 0),
 ``train.device`` ("auto": the GPU when there is one), ``train.weight_ema`` (> 0: export an EMA of
@@ -29,13 +31,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from mmar.checkpoint import inference_state, save_pretrained, substate
+from mmar.checkpoint import inference_state, load_pretrained, save_pretrained, substate
 from mmar.data.emoji import augment, load_split
 from mmar.tokenizers import image_vae, image_vq
 from mmar.tokenizers.image_cnn import psnr, reconstruction_loss
@@ -85,20 +88,54 @@ def thumbnail_psnr(images: torch.Tensor, side: int = 16) -> float:
     return float(psnr(back, images).mean())
 
 
-def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None = None, progress: bool = True) -> dict:
+def source_images(root: Path, split: str, dc: dict, seed: int = 0, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of a split → (uint8 [N, 3, H, W], flippable bool [N]): emoji renders, or with
+    ``data.source`` "sprites", frames of that split's sprite clips (reproducible from ``seed``);
+    ``limit``: at most that many sprite frames."""
+    source = dc.get("source", "emoji")
+    if source == "emoji":
+        s = load_split(root, split)
+        return torch.from_numpy(s.images).permute(0, 3, 1, 2).contiguous(), s.flippable
+    if source != "sprites":
+        raise SystemExit(f"data.source must be emoji or sprites, not {source!r}")
+    from mmar.data.sprites import SpriteClips
+
+    clips = SpriteClips(root, split, frames=16, size=dc.get("size", 64))
+    n, per = int(dc.get("clips", 1500)), int(dc.get("frames_per_clip", 4))
+    n = min(n, -(-limit // per)) if limit else n
+    rng = np.random.default_rng([seed, ("train", "valid", "test").index(split)])
+    frames = np.concatenate([clips.clip(i).frames[rng.choice(16, per, replace=False)] for i in range(n)])
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), torch.zeros(len(frames), dtype=torch.bool)
+
+
+def init_from(model: torch.nn.Module, ckpt: Path, kind: str) -> None:
+    """Start from the weights of the ``kind`` checkpoint ``ckpt`` (same shapes, or an error)."""
+    try:
+        missing, unexpected = model.load_state_dict(load_pretrained(ckpt, kind)[0], strict=False)
+    except RuntimeError as e:  # a shape differs
+        raise SystemExit(f"--init {ckpt}: its weights do not fit this model ({str(e).splitlines()[-1].strip()[:80]})") from None
+    needed = set(inference_state(model))
+    if unexpected or needed & set(missing):
+        raise SystemExit(f"--init {ckpt}: its weights do not fit this model ({(unexpected or sorted(needed & set(missing)))[:3]})")
+
+
+def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None = None, progress: bool = True,
+          init: Path | None = None) -> dict:
     """Run (or resume) the recipe; returns the last logged metrics (with the final validation
     scores when the data has a validation split). ``stop_after`` ends the run early at that step
-    (used to test that resuming equals an uninterrupted run)."""
+    (used to test that resuming equals an uninterrupted run); ``init`` starts a new run from a
+    checkpoint of the same kind and shape."""
     dist_info = setup_distributed()
     tc, oc, dc = cfg["train"], cfg["optim"], cfg["data"]
     device = pick_device(tc.get("device", "auto"))
     torch.manual_seed(tc["seed"])
-    model = build(cfg).to(device)
+    model = build(cfg)
+    if init is not None and not (out / "state.safetensors").exists():
+        init_from(model, init, cfg.get("kind", "image_vq"))
+    model = model.to(device)
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     root = Path(data or dc["root"])
-    split = load_split(root, "train")
-    images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
-    flippable = split.flippable
+    images, flippable = source_images(root, "train", dc, tc["seed"])  # uint8 [N, 3, H, W]
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +143,8 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     step = load_state(state_path, model, optim, gen, ema) if state_path.exists() else 0
     valid = None
     if dist_info.main and (root / "valid.npz").exists():
-        valid = load_split(root, "valid").tensors()[: dc.get("valid_max", 512)].to(device)
+        valid_max = dc.get("valid_max", 512)
+        valid = source_images(root, "valid", dc, tc["seed"], valid_max)[0][:valid_max].float().div(255).to(device)
         if len(valid) == 0:
             valid = None
     if valid is not None and not (out / "valid.jsonl").exists():
@@ -175,20 +213,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="emoji folder written by python -m mmar.data.emoji (overrides data.root)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
+    ap.add_argument("--init", type=Path, metavar="DIR", help="start a new run from this tokenizer checkpoint's weights")
     ap.add_argument("--export-only", type=Path, metavar="DIR", help="export <out>/state.safetensors as it is to DIR and exit")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
     if args.export_only:
         model = build(cfg)
         model.load_state_dict(substate(load_file(str(args.out / "state.safetensors")), "model."))
-        images = torch.from_numpy(load_split(Path(args.data or cfg["data"]["root"]), "train").images).permute(0, 3, 1, 2)
+        images = source_images(Path(args.data or cfg["data"]["root"]), "train", cfg["data"], cfg["train"]["seed"])[0]
         print(export(model, args.export_only, images))
         return 0
     if args.steps:
         cfg["optim"]["steps"] = args.steps
     if args.minutes:
         cfg["optim"]["minutes"] = args.minutes
-    print(json.dumps(train(cfg, args.out, args.data)))
+    print(json.dumps(train(cfg, args.out, args.data, init=args.init)))
     return 0
 
 

@@ -16,7 +16,8 @@ valid split's plain rows, and the same with every row's phones swapped for anoth
 ``<out>/state.safetensors``; exports a ``tts`` checkpoint to ``<out>/export`` (with a default
 voice: a train utterance of ``data.default_voice``).
 
-Knobs: ``optim.minutes`` (a wall-clock budget the LR schedule follows), ``train.weight_ema``,
+Knobs: ``train.init`` (a TTS checkpoint of the same shape to start from instead of random
+weights: e.g. the previous model, when only the codec changed), ``optim.minutes`` (a wall-clock budget the LR schedule follows), ``train.weight_ema``,
 ``train.device`` ("auto": the GPU when there is one), ``train.cpu_bfloat16`` (bfloat16 autocast on
 the CPU).
 """
@@ -33,7 +34,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from mmar.checkpoint import checkpoint_for, inference_state, save_pretrained, substate
+from mmar.checkpoint import checkpoint_for, inference_state, load_pretrained, save_pretrained, substate
 from mmar.tasks.codec import load_codec
 from mmar.tasks.tts import TrainingLoss, export_config, from_config, training_batch
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
@@ -118,6 +119,16 @@ def checkpoint_config(cfg: dict, rows: list[Row], meta: list[dict], root: Path) 
                          default_voice(rows, meta, dc.get("default_voice", "slt")), cfg.get("name", "tts-16k"), size)
 
 
+def init_from(model: torch.nn.Module, ckpt: Path) -> None:
+    """Load the weights of the TTS checkpoint ``ckpt`` into ``model`` (same shapes, or an error)."""
+    state = load_pretrained(ckpt, "tts")[0]
+    mine = inference_state(model)
+    wrong = sorted(k for k in mine if k not in state or state[k].shape != mine[k].shape)
+    if wrong:
+        raise SystemExit(f"train.init: {ckpt} does not fit this model (e.g. {wrong[0]})")
+    model.load_state_dict({**model.state_dict(), **{k: state[k] for k in mine}})
+
+
 def export_snapshot(cfg: dict, out: Path, dest: Path, data: Path | None = None) -> Path:
     """Export ``<out>/state.safetensors`` as it is (mid-run) to ``dest``."""
     root = Path(data or cfg["data"]["root"])
@@ -148,6 +159,8 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     state_path = out / "state.safetensors"
+    if tc.get("init") and not state_path.exists():
+        init_from(model, Path(tc["init"]))
     step = load_state(state_path, model, optim, gen, ema) if state_path.exists() else 0
     objective = TrainingLoss(model, tc["level_weights"][:levels]).to(device)
     net = DDP(objective, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else objective
@@ -197,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="folder written by python -m mmar.data.tts_corpus (overrides data.root)")
     ap.add_argument("--steps", type=int, help="override optim.steps")
     ap.add_argument("--minutes", type=float, help="override optim.minutes (a wall-clock budget the LR schedule follows)")
+    ap.add_argument("--init", type=Path, help="a TTS checkpoint of the same shape to start from (overrides train.init)")
     ap.add_argument("--export-only", type=Path, metavar="DIR", help="export <out>/state.safetensors as it is to DIR and exit")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config.read_text())
@@ -207,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["optim"]["steps"] = args.steps
     if args.minutes:
         cfg["optim"]["minutes"] = args.minutes
+    if args.init:
+        cfg["train"]["init"] = str(args.init)
     print(json.dumps(train(cfg, args.out, args.data)))
     return 0
 

@@ -16,7 +16,7 @@ def overridden(config: dict, train: dict | None = None, data: dict | None = None
     return c
 
 
-def losses(out: Path) -> list[float]:
-    """The ``loss`` column of ``<out>/metrics.csv``."""
-    with open(out / "metrics.csv") as f:
+def losses(out: Path, name: str = "metrics.csv") -> list[float]:
+    """The ``loss`` column of ``<out>/<name>``."""
+    with open(out / name) as f:
         return [float(r["loss"]) for r in csv.DictReader(f)]

@@ -51,3 +51,32 @@ def test_what_travels_fits_the_device_limit():
     kept = [f for f in files if not f.startswith("checkpoints/") or f.startswith("checkpoints/speech-codec-16k/")]
     tracked = sum((ROOT / f).stat().st_size for f in kept if (ROOT / f).is_file())
     assert tracked + (24 << 20) + (3 << 20) <= 64 << 20, f"{tracked >> 20} MiB of tracked files travel"
+
+
+@pytest.mark.slow
+def test_train_tts_debug_set_brings_back_a_working_checkpoint(tmp_path):
+    import numpy as np
+    import torch
+
+    from mmar.data.tts_corpus import write_split
+    from mmar.tasks import tts as T
+    from recipe_helpers import losses
+    from test_tts import random_utterance
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("valid", 4)):
+        write_split(tmp_path / "data", split, [random_utterance(rng) for _ in range(n)])
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, extra in (("out", []), ("again", [str(tmp_path / "out/tts-16k")])):  # INIT: continue from the first
+        r = subprocess.run(["bash", str(ROOT / "recipes/device/train_tts.sh"), str(tmp_path / "data"), str(tmp_path / name), "debug", *extra],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        for f in ("model.safetensors", "config.json", "train_metrics.csv", "valid.jsonl"):
+            assert (tmp_path / name / "tts-16k" / f).is_file(), f
+        runs[name] = T.load_tts(tmp_path / name / "tts-16k")
+    tts = runs["again"]
+    codes = T.synthesize_codes(tts, torch.tensor([0, 3, 0]), T.Voice.from_dict(tts.default_voice, tts))[0]
+    assert codes.shape[0] == 3
+    first = {name: losses(tmp_path / name / "tts-16k", "train_metrics.csv")[0] for name in runs}
+    assert first["again"] < 0.9 * first["out"]  # the second run started where the first ended

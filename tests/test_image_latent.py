@@ -231,6 +231,29 @@ def test_vae_recipe_resume_equals_uninterrupted(named_shapes_dir, tmp_path):
     assert losses(a) == losses(b)
 
 
+def test_vae_recipe_on_sprite_frames_starts_from_a_checkpoint(trained_vae, named_shapes_dir, tmp_path):
+    from mmar.data.sprites import SpriteClips
+
+    dc = {"source": "sprites", "clips": 6, "frames_per_clip": 3}
+    images, flippable = train_image_tokenizer.source_images(named_shapes_dir, "train", dc, seed=0)
+    assert images.shape == (18, 3, 64, 64) and images.dtype == torch.uint8 and not flippable.any()
+    clip = SpriteClips(named_shapes_dir, "train").clip(0).frames
+    assert any(torch.equal(images[i], torch.from_numpy(f).permute(2, 0, 1)) for i in range(3) for f in clip)
+    assert torch.equal(images, train_image_tokenizer.source_images(named_shapes_dir, "train", dc, seed=0)[0])
+    assert len(train_image_tokenizer.source_images(named_shapes_dir, "valid", dc, limit=4)[0]) == 6  # 2 clips of 3
+    # lr 0: a run initialised from the trained VAE keeps its weights exactly
+    cfg = overridden(VAE_DEBUG, data=dc, steps=1, lr=0.0, warmup=1)
+    train_image_tokenizer.train(cfg, tmp_path / "ft", named_shapes_dir, progress=False, init=trained_vae / "export")
+    before = load_file(str(trained_vae / "export/model.safetensors"))
+    after = load_file(str(tmp_path / "ft/state.safetensors"))
+    for k, v in before.items():
+        assert torch.equal(v.float(), after[f"model.{k}"].float()), k
+    wide = overridden(VAE_DEBUG, data=dc)
+    wide["model"]["channels"] = [16, 16, 16]
+    with pytest.raises(SystemExit, match="do not fit"):
+        train_image_tokenizer.train(wide, tmp_path / "bad", named_shapes_dir, progress=False, init=trained_vae / "export")
+
+
 def test_diffusion_recipe_loss_falls_resumes_and_generates(trained_vae, named_shapes_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     cfg = overridden(DEBUG, steps=40, lr=1e-2)

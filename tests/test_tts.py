@@ -238,6 +238,20 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
     assert (a / "export/model.safetensors").read_bytes() == (b / "export/model.safetensors").read_bytes()
 
 
+def test_init_starts_from_a_checkpoint_and_refuses_other_shapes(corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    src = make_tts_checkpoint(tmp_path)
+    train_tts.train(overridden(DEBUG, {"init": str(src)}, steps=1, lr=0.0, warmup=1), tmp_path / "a", corpus, progress=False)
+    before, after = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "a/state.safetensors"))
+    for k, v in before.items():  # lr 0: the weights after one step are the checkpoint's
+        assert torch.equal(v.float(), after[f"model.{k}"].float()), k
+    other = overridden(DEBUG, {"init": str(src)}, steps=1)
+    other["model"]["dim"] *= 2
+    with pytest.raises(SystemExit, match="does not fit"):
+        train_tts.train(other, tmp_path / "b", corpus, progress=False)
+
+
 def make_tts_checkpoint(root: Path) -> Path:
     """A tiny random TTS checkpoint (3 levels of 1024 codes, ≤ 6 frames per phone) with a default voice."""
     u = random_utterance(np.random.default_rng(11))

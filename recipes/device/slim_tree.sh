@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Before a device call: make the working tree that travels fit the 64 MiB limit.
 #
-#   bash recipes/device/slim_tree.sh [CARRY ...]     (default CARRY: data/gpu .whl)
+#   [KEEP="speech-codec-16k tts-16k"] bash recipes/device/slim_tree.sh [CARRY ...]
+#                                                    (default CARRY: data/gpu .whl)
 #
-# Removes, from the working tree only, the shipped checkpoints that train_all.sh does not read
-# (everything in checkpoints/ but speech-codec-16k; `git checkout -- checkpoints` restores them),
+# Removes, from the working tree only, the shipped checkpoints that the device scripts do not read
+# (everything in checkpoints/ but those named in KEEP, default speech-codec-16k; `git checkout --
+# checkpoints` restores them),
 # then adds up the tracked files still present and the CARRY paths and fails if they exceed
 # 64 MiB. Prints the total.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -gt 0 ] || set -- data/gpu .whl
+keep=" ${KEEP:-speech-codec-16k} "
 for d in checkpoints/*/; do
-  [ "$d" = checkpoints/speech-codec-16k/ ] || rm -rf "$d"
+  name=$(basename "$d")
+  [[ "$keep" == *" $name "* ]] || rm -rf "$d"
 done
 tracked=$( { git ls-files -z | xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')  # removed files: skipped
 carried=$(du -sb "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}')

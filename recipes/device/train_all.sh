@@ -24,6 +24,7 @@ init=${4:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-python3}
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source "$root/recipes/device/ship.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
@@ -34,18 +35,6 @@ t0=$(date +%s)
 "$py" "$root/recipes/train_codec_lm.py" --config "$root/recipes/configs/codec_lm_$set.json" --codec "$work/codec/export" \
   --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
 
-ship() {  # ship SRC_DIR NAME FILES...: copy into OUT/NAME, splitting files over 15 MiB
-  local src=$1 name=$2; shift 2
-  mkdir -p "$out/$name"
-  for f in "$@"; do
-    [ -f "$src/$f" ] || continue
-    if [ "$(stat -c %s "$src/$f")" -gt $((15 << 20)) ]; then
-      split -b 15M "$src/$f" "$out/$name/$f.part-"
-    else
-      cp "$src/$f" "$out/$name/"
-    fi
-  done
-}
 cp "$work/codec/metrics.csv" "$work/codec/export/train_metrics.csv"
 [ -f "$work/codec/valid.jsonl" ] && cp "$work/codec/valid.jsonl" "$work/codec/export/"
 ship "$work/codec/export" speech-codec-16k model.safetensors config.json train_metrics.csv valid.jsonl
