@@ -26,8 +26,9 @@ Voices:
   female-range voice it never hears), on the test sentences.
 
 Each utterance is encoded once by the default speech codec (its first ``--levels`` levels,
-50 frames/s; its weights are recorded as ``codec_weights``) and phone end times become frame boundaries (every phone ≥ 1 frame). Written per
-split: ``<split>.safetensors`` (codes int16 [K, total frames], phone ids uint8, phone start
+50 frames/s; the identity of its token space is recorded as ``codec_weights``), and phone end
+times become frame boundaries (every phone ≥ 1 frame; utterances with a phone longer than 40
+frames are dropped). Written per split: ``<split>.safetensors`` (codes int16 [K, total frames], phone ids uint8, phone start
 frames int32, offsets) and ``<split>.json`` (text, voice, F0, stretch, shift per utterance);
 test also keeps its waveforms in ``test_wav/`` for the benchmark. Same packages + options →
 the same bytes.
@@ -313,7 +314,7 @@ def build(out: Path, train: int = 20000, valid: int = 150, test: int = 40, level
         raise MmarError(f"only {len(known)} usable fortunes sentences")
     rest = (known[test + valid :] + unknown)[:train]
     splits = {"test": known[:test], "valid": known[test : test + valid], "train": [t for t in rest for _ in range(reads)]}
-    codec_weights = _codec().weights
+    codec_weights = _codec().tokens  # the token space: a decoder retrained on frozen codes speaks it too
     summary: dict = {"sentences": {k: len(v) for k, v in splits.items()}, "levels": levels, "codec_weights": codec_weights,
                      "voices": {}}
     out.mkdir(parents=True, exist_ok=True)
