@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_train_all_debug_set_brings_back_working_checkpoints(tmp_path):
+    import torch
+
     from mmar.tasks.codec import decode_array, encode_array, load_codec
     from mmar.tasks.codec_lm import load_lm
 
@@ -42,6 +44,16 @@ def test_train_all_debug_set_brings_back_working_checkpoints(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     again = load_codec(tmp_path / "again" / "speech-codec-16k")
     assert again.weights != codec.weights and again.model.codebook_size == codec.model.codebook_size
+    # the decoder-only set: the codes stay those of INIT, so no LM is trained and the old one still works
+    r = subprocess.run(["bash", str(ROOT / "recipes/device/train_all.sh"), str(tmp_path / "data"), str(tmp_path / "dec"), "debug_decoder",
+                        str(out / "speech-codec-16k")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    dec = load_codec(tmp_path / "dec" / "speech-codec-16k")
+    assert not (tmp_path / "dec" / "speech-lm-16k").exists()
+    assert dec.weights != codec.weights and dec.speaks(codec.weights)
+    coded = encode_array(codec, audio, 16000, 1.5, lm=lm)
+    assert torch.equal(dec.model.encode(torch.from_numpy(audio)[None]).codes, codec.model.encode(torch.from_numpy(audio)[None]).codes)
+    assert len(decode_array(dec, coded, lm)[0]) == len(audio)
 
 
 def test_what_travels_fits_the_device_limit():

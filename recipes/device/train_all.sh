@@ -7,8 +7,9 @@
 #   DATA  the packed corpus: DATA/train, DATA/valid (python -m mmar.data.pack --out data/gpu)
 #   OUT   where the new checkpoints go: OUT/speech-codec-16k, OUT/speech-lm-16k (files larger
 #         than 15 MiB are split into .part-aa, .part-ab, …: `cat F.part-* > F` joins them)
-#   SET   config set: gpu (default; recipes/configs/*_gpu.json) or debug (a seconds-long CPU
-#         run of the same pipeline, used by tests/test_device_command.py)
+#   SET   config set: gpu (default; recipes/configs/*_gpu.json), gpu_decoder (with INIT: only the
+#         decoder trains, so the codes stay and no LM is trained: codec_gpu_decoder.json), or
+#         debug / debug_decoder (seconds-long CPU runs of the same, used by tests/test_device_command.py)
 #   INIT  a codec checkpoint to continue from (e.g. checkpoints/speech-codec-16k) instead of
 #         training the codec from scratch
 #
@@ -32,12 +33,14 @@ t0=$(date +%s)
 
 "$py" "$root/recipes/train_codec.py" --config "$root/recipes/configs/codec_$set.json" --data "$data/train" \
   --out "$work/codec" ${init:+--init "$init"} > "$work/codec.log" 2>&1 || { tail -20 "$work/codec.log"; exit 1; }
-"$py" "$root/recipes/train_codec_lm.py" --config "$root/recipes/configs/codec_lm_$set.json" --codec "$work/codec/export" \
-  --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
+if [ -f "$root/recipes/configs/codec_lm_$set.json" ]; then  # a set without one keeps the codes: the shipped LM stays valid
+  "$py" "$root/recipes/train_codec_lm.py" --config "$root/recipes/configs/codec_lm_$set.json" --codec "$work/codec/export" \
+    --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
+fi
 
 cp "$work/codec/metrics.csv" "$work/codec/export/train_metrics.csv"
 [ -f "$work/codec/valid.jsonl" ] && cp "$work/codec/valid.jsonl" "$work/codec/export/"
 ship "$work/codec/export" speech-codec-16k model.safetensors config.json train_metrics.csv valid.jsonl
-ship "$work/lm/export" speech-lm-16k model.safetensors config.json held_out_metrics.json
+[ -d "$work/lm/export" ] && ship "$work/lm/export" speech-lm-16k model.safetensors config.json held_out_metrics.json
 echo "trained in $(( $(date +%s) - t0 )) s; files in $out:"
 find "$out" -type f -printf '%P %s\n' | sort
