@@ -305,7 +305,7 @@ def test_shipped_tts_loads_the_codec_whose_codes_it_learnt():
     from mmar.tasks.codec import load_codec
     from mmar.tasks.speak import Speaker
 
-    d = ROOT / "checkpoints" / "tts-16k"
+    d = ROOT / "checkpoints" / "tts-16k-v1"  # learnt speech-codec-16k-v1, no longer the default codec
     if not (d / "model.safetensors").exists():
         pytest.skip(f"{d} is not here")
     sp = Speaker.load(d)
