@@ -17,7 +17,8 @@ valid split's plain rows, and the same with every row's phones swapped for anoth
 voice: a train utterance of ``data.default_voice``).
 
 Knobs: ``train.init`` (a TTS checkpoint of the same shape to start from instead of random
-weights: e.g. the previous model, when only the codec changed), ``optim.minutes`` (a wall-clock budget the LR schedule follows), ``train.weight_ema``,
+weights: e.g. the previous model, when only the codec changed), ``optim.minutes`` (a wall-clock
+budget the LR schedule follows), ``train.weight_ema``,
 ``train.device`` ("auto": the GPU when there is one), ``train.cpu_bfloat16`` (bfloat16 autocast on
 the CPU).
 """
@@ -155,12 +156,12 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
     torch.manual_seed(tc["seed"])
     tts = from_config(config)
     model = tts.model.to(device)
+    if tc.get("init") and not (out / "state.safetensors").exists():  # before the EMA copies the weights
+        init_from(model, Path(tc["init"]))
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     state_path = out / "state.safetensors"
-    if tc.get("init") and not state_path.exists():
-        init_from(model, Path(tc["init"]))
     step = load_state(state_path, model, optim, gen, ema) if state_path.exists() else 0
     objective = TrainingLoss(model, tc["level_weights"][:levels]).to(device)
     net = DDP(objective, device_ids=[device] if device.type == "cuda" else None) if dist_info.world > 1 else objective

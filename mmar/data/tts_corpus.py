@@ -56,7 +56,7 @@ from ..text.arpabet import PHONES, canonical, dictionary, spoken_words
 FRAME_RATE = 50
 TRAIN_VOICES = {"kal16": 95.0, "rms": 105.0, "slt": 170.0}  # flite voice → its typical F0 (Hz)
 TEST_VOICES = {"awb": 0.0, "awb_up5": 5.0}  # voice → semitone shift of flite awb
-ESPEAK_ACCENTS = ("en-us", "en", "en-us")  # the ones pocketsphinx's US dictionary aligns best
+ESPEAK_ACCENTS = ("en-us", "en", "en-us")  # US English twice as often: pocketsphinx's US dictionary aligns it best
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5")
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ALLISON_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
