@@ -17,19 +17,7 @@
 # recipes/device/README.md):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #   bash recipes/device/train_all.sh data/gpu $OUT
-set -euo pipefail
-data=${1:?usage: train_all.sh DATA OUT [SET [INIT]]}
-out=${2:?usage: train_all.sh DATA OUT [SET [INIT]]}
-set=${3:-gpu}
-init=${4:-}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-py=${PYTHON:-python3}
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-source "$root/recipes/device/ship.sh"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$out"
-t0=$(date +%s)
+source "$(dirname "$0")/common.sh" "$@"
 
 "$py" "$root/recipes/train_codec.py" --config "$root/recipes/configs/codec_$set.json" --data "$data/train" \
   --out "$work/codec" ${init:+--init "$init"} > "$work/codec.log" 2>&1 || { tail -20 "$work/codec.log"; exit 1; }
@@ -38,9 +26,6 @@ if [ -f "$root/recipes/configs/codec_lm_$set.json" ]; then  # a set without one 
     --data "$data/train" --valid "$data/valid" --out "$work/lm" > "$work/lm.log" 2>&1 || { tail -20 "$work/lm.log"; exit 1; }
 fi
 
-cp "$work/codec/metrics.csv" "$work/codec/export/train_metrics.csv"
-[ -f "$work/codec/valid.jsonl" ] && cp "$work/codec/valid.jsonl" "$work/codec/export/"
-ship "$work/codec/export" speech-codec-16k model.safetensors config.json train_metrics.csv valid.jsonl
-[ -d "$work/lm/export" ] && ship "$work/lm/export" speech-lm-16k model.safetensors config.json held_out_metrics.json
-echo "trained in $(( $(date +%s) - t0 )) s; files in $out:"
-find "$out" -type f -printf '%P %s\n' | sort
+ship "$work/codec" speech-codec-16k model.safetensors config.json train_metrics.csv valid.jsonl
+[ -d "$work/lm/export" ] && ship "$work/lm" speech-lm-16k model.safetensors config.json held_out_metrics.json
+finished

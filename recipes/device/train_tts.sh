@@ -12,22 +12,8 @@
 #   SET   config set: gpu (default; recipes/configs/tts_gpu.json) or debug (a seconds-long CPU run,
 #         used by tests/test_device_command.py)
 #   INIT  a TTS checkpoint of the same shape to continue from
-set -euo pipefail
-data=${1:?usage: train_tts.sh DATA OUT [SET [INIT]]}
-out=${2:?usage: train_tts.sh DATA OUT [SET [INIT]]}
-set=${3:-gpu}
-init=${4:-}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-py=${PYTHON:-python3}
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-source "$root/recipes/device/ship.sh"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-t0=$(date +%s)
+source "$(dirname "$0")/common.sh" "$@"
 "$py" "$root/recipes/train_tts.py" --config "$root/recipes/configs/tts_$set.json" --data "$data" --out "$work/tts" \
   ${init:+--init "$init"} > "$work/tts.log" 2>&1 || { tail -20 "$work/tts.log"; exit 1; }
-cp "$work/tts/metrics.csv" "$work/tts/export/train_metrics.csv"
-[ -f "$work/tts/valid.jsonl" ] && cp "$work/tts/valid.jsonl" "$work/tts/export/"
-ship "$work/tts/export" tts-16k model.safetensors config.json train_metrics.csv valid.jsonl
-echo "trained in $(( $(date +%s) - t0 )) s; files in $out:"
-find "$out" -type f -printf '%P %s\n' | sort
+ship "$work/tts" tts-16k model.safetensors config.json train_metrics.csv valid.jsonl
+finished
