@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from mmar.errors import MmarError, command, gradio_errors, require
-from mmar.generation import SamplingConfig
 
 MAX_UPLOAD = "10mb"
 MAX_SECONDS = 30.0
@@ -35,7 +34,7 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
     """The Gradio Blocks app over the TTS model and codec found at these paths (or by name)."""
     gr = require("gradio", "demo")
     from mmar.tasks.codec import decode_array, encode_array, load_codec
-    from mmar.tasks.speak import Speaker, default_voice, edit, say, voice_from_audio
+    from mmar.tasks.speak import SAMPLING, Speaker, default_voice, edit, say, voice_from_audio
     from mmar.text.align import recognise
 
     sp = Speaker.load(checkpoint, codec_checkpoint)
@@ -59,7 +58,7 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
         else:
             voice, said = default_voice(sp), sp.tts.default_voice.get("text", "")
         progress(0.3, desc="speaking")
-        audio, _ = say(sp, text, voice, max(1, min(4, int(samples))), SamplingConfig(top_k=50), int(seed))
+        audio, _ = say(sp, text, voice, max(1, min(4, int(samples))), SAMPLING, int(seed))
         return (RATE, audio), said
 
     @errors_to_gradio
@@ -72,7 +71,7 @@ def build_app(checkpoint: Path | None = None, codec_checkpoint: Path | None = No
     @errors_to_gradio
     def edit_speech(path: str | None, original: str, new: str, seed: int, progress=gr.Progress()):
         progress(0, desc="aligning and regenerating")
-        audio, info = edit(sp, _load(path, "a recording"), new, original.strip() or None, SamplingConfig(top_k=50), int(seed))
+        audio, info = edit(sp, _load(path, "a recording"), new, original.strip() or None, SAMPLING, int(seed))
         spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in info["spans_after_s"])
         return (RATE, audio), f"{info['from']!r} → {info['to']!r}; regenerated {spans}"
 

@@ -47,3 +47,20 @@ def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys)
     for entry in r["systems"].values():
         assert set(entry["per_speaker"]) == {"en_m", "fr_f"} and entry["per_speaker"]["en_m"]["pesq_wb"] is not None
     assert main(["bench", "codec", "--clips", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temperature", "-1"], "temperature"),
+    (["--top-p", "0"], "top-p"),
+    (["--limit", "0"], "--limit"),
+    (["--edit-samples", "9"], "--edit-samples"),
+])
+def test_bench_tts_refuses_bad_settings_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["bench", "tts", "--data", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bench_tts_names_a_missing_split(tmp_path, capsys):
+    assert main(["bench", "tts", "--data", str(tmp_path), "--split", "valid", "--uncached", "0"]) == 2
+    assert "no valid split" in capsys.readouterr().err

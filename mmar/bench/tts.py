@@ -17,6 +17,10 @@ In one run, per test voice:
   ``edit_samples`` (picked by pocketsphinx, the same recogniser that scores it: read that row as
   what a user of ``--num-samples`` gets, not as an independent quality measure);
 - **speed**: real-time factor with the kv-cache and without it (a few sentences), as a ratio.
+
+``split="valid"`` scores the validation sentences instead, read by the train voices (unshifted
+only; their waveforms are rebuilt from each row's voice, F0 and stretch exactly as the corpus
+made them): for decisions such as sampling settings, so that the test split stays unused.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 
 from ..errors import MmarError
 from ..generation import SamplingConfig
-from ..tasks.speak import RATE, Speaker, default_voice, edit, edit_distance, voice_from_audio, wer
+from ..tasks.speak import RATE, SAMPLING, Speaker, default_voice, edit, edit_distance, voice_from_audio, wer
 from ..tasks.tts import synthesize_codes
 from ..text.arpabet import spoken_words, text_phones
 
@@ -83,28 +87,51 @@ def _mean(xs: list[float]) -> float | None:
     return round(float(np.mean(xs)), 4) if xs else None
 
 
-def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: int = 3, seed: int = 0,
-                  sampling: SamplingConfig = SamplingConfig(top_k=50), log=print, edit_samples: int = 4) -> dict:
-    """Score ``sp`` on ``data``/test (see the module doc) → a JSON-able result."""
+def split_audio(data: Path, split: str = "test", limit: int | None = None) -> dict[str, list[tuple[dict, np.ndarray]]]:
+    """A corpus split's utterances by voice → {voice: [(JSON row, waveform float32 [N] at 16 kHz)]},
+    the first ``limit`` of each voice: test from ``test_wav/``, valid rebuilt (see the module doc)."""
     from ..audio import read_mono
+    from ..data.tts_corpus import TRAIN_VOICES, job_audio
+
+    if split not in ("test", "valid"):
+        raise MmarError(f"split must be test or valid, got {split!r:.20}")
+    meta_path = data / f"{split}.json"
+    if not meta_path.is_file():
+        raise MmarError(f"{data} has no {split} split (python -m mmar.data.tts_corpus --out {data})")
+    utts = json.loads(meta_path.read_text())["utterances"]
+    by_voice: dict[str, list[tuple[dict, np.ndarray]]] = {}
+    if split == "test":
+        wavs = sorted((data / "test_wav").glob("*.wav"))
+        if len(wavs) != len(utts):
+            raise MmarError(f"{data}/test_wav holds {len(wavs)} files for {len(utts)} test utterances")
+        for m, w in zip(utts, wavs):
+            if limit is None or len(by_voice.get(m["name"], [])) < limit:
+                by_voice.setdefault(m["name"], []).append((m, read_mono(w, RATE)[0]))
+        return by_voice
+    for m in utts:
+        if m["voice"] in TRAIN_VOICES and not m["shift"] and (limit is None or len(by_voice.get(m["name"], [])) < limit):
+            made = job_audio(m)
+            if made is not None:
+                by_voice.setdefault(m["name"], []).append((m, made[0]))
+    by_voice = {v: items for v, items in by_voice.items() if len(items) > 1}  # a prompt is another utterance
+    if not by_voice:
+        raise MmarError(f"{data}/valid.json has no flite voice with two unshifted utterances to rebuild")
+    return by_voice
+
+
+def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: int = 3, seed: int = 0,
+                  sampling: SamplingConfig = SAMPLING, log=print, edit_samples: int = 4,
+                  split: str = "test") -> dict:
+    """Score ``sp`` on a split of the corpus in ``data`` (see the module doc) → a JSON-able result."""
     from ..text.align import recognise
 
-    meta_path = data / "test.json"
-    if not meta_path.is_file():
-        raise MmarError(f"{data} has no test split (python -m mmar.data.tts_corpus --out {data})")
-    utts = json.loads(meta_path.read_text())["utterances"]
-    wavs = sorted((data / "test_wav").glob("*.wav"))
-    if len(wavs) != len(utts):
-        raise MmarError(f"{data}/test_wav holds {len(wavs)} files for {len(utts)} test utterances")
-    by_voice: dict[str, list[tuple[dict, np.ndarray]]] = {}
-    for m, w in zip(utts, wavs):
-        by_voice.setdefault(m["name"], []).append((m, read_mono(w, RATE)[0]))
+    by_voice = split_audio(data, split, limit)
+    utts = [m for items in by_voice.values() for m, _ in items]
     sim = Similarity()
-    result: dict = {"voices": {}, "sampling": vars(sampling), "seed": seed, "edit_samples": edit_samples}
+    result: dict = {"split": split, "voices": {}, "sampling": vars(sampling), "seed": seed, "edit_samples": edit_samples}
     embeds: dict[str, list] = {}
     gen_time = audio_time = 0.0
     for voice_name, items in by_voice.items():
-        items = items[:limit] if limit else items
         rows = {k: [] for k in ("orig_wer", "orig_cer", "resyn_wer", "resyn_cer", "tts_wer", "tts_cer", "dur_ratio",
                                 "silence", "sim_prompt", "default_wer", "edit_wer", "edit_best_wer", "edit_orig_wer",
                                 "edit_outside", "prompt_unaligned", "edit_failed")}
@@ -129,7 +156,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
                 except MmarError:
                     rows["prompt_unaligned"].append(1.0)
             if voice is None:
-                raise MmarError(f"no test utterance of {voice_name} could be aligned as a prompt")
+                raise MmarError(f"no {split} utterance of {voice_name} could be aligned as a prompt")
             phones = sp.tts.phone_index(text_phones(text))
             t0 = time.perf_counter()
             codes = synthesize_codes(sp.tts, phones, voice, 1, sampling, seed + i)[0]
@@ -167,7 +194,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
                                         "per_utterance": {k: [round(x, 4) if x is not None else None for x in v] for k, v in rows.items()}}
     result["similarity"] = _similarity_table(embeds)
     result["rtf_cached"] = round(gen_time / max(audio_time, 1e-9), 4)
-    result["speed"] = _speed(sp, [u["text"] for u in utts[:uncached]], seed)
+    result["speed"] = _speed(sp, [u["text"] for u in utts[:uncached]], seed, sampling)
     result["speed"]["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -215,7 +242,7 @@ def _similarity_table(embeds: dict[str, list]) -> dict:
     return out
 
 
-def _speed(sp: Speaker, texts: list[str], seed: int) -> dict:
+def _speed(sp: Speaker, texts: list[str], seed: int, sampling: SamplingConfig) -> dict:
     """Seconds of compute per second of audio for the same sentences, cached vs uncached (default voice)."""
     times = {}
     voice = default_voice(sp)
@@ -224,7 +251,7 @@ def _speed(sp: Speaker, texts: list[str], seed: int) -> dict:
         for i, text in enumerate(texts):
             phones = sp.tts.phone_index(text_phones(text))
             t0 = time.perf_counter()
-            codes = synthesize_codes(sp.tts, phones, voice, 1, SamplingConfig(top_k=50), seed + i, cached=cached)[0]
+            codes = synthesize_codes(sp.tts, phones, voice, 1, sampling, seed + i, cached=cached)[0]
             t += time.perf_counter() - t0
             dur += codes.shape[1] * sp.hop / RATE
         times["cached" if cached else "uncached"] = round(t / max(dur, 1e-9), 4)
@@ -234,7 +261,8 @@ def _speed(sp: Speaker, texts: list[str], seed: int) -> dict:
 
 def format_table(result: dict) -> str:
     """The result as aligned text tables."""
-    lines = ["voice         n   flite WER  resyn WER  TTS WER  TTS CER  default WER  dur ratio  longest sil  sim→prompt  "
+    lines = [f"split: {result.get('split', 'test')}",
+             "voice         n   flite WER  resyn WER  TTS WER  TTS CER  default WER  dur ratio  longest sil  sim→prompt  "
              "edit WER  edit best-of-N  orig WER  outside err  unaligned (prompt/edit)"]
     f = lambda x, p=3: "—" if x is None else f"{x:.{p}f}"  # noqa: E731
     for v, r in result["voices"].items():
@@ -252,5 +280,5 @@ def format_table(result: dict) -> str:
     lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript")
     sp = result["speed"]
     lines.append(f"\nreal-time factor ({sp['torch_threads']} torch threads): cached {sp['cached']:.3f}, uncached {sp['uncached']:.3f} "
-                 f"(uncached / cached = {sp['uncached_over_cached']:.2f}); all test sentences, cached: {result['rtf_cached']:.3f}")
+                 f"(uncached / cached = {sp['uncached_over_cached']:.2f}); all sentences, cached: {result['rtf_cached']:.3f}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``mmar bench generate`` and ``mmar bench codec``: benchmarks that print a table and write JSON."""
+"""``mmar bench generate|codec|image|video|tts``: benchmarks that print a table and write JSON."""
 
 from __future__ import annotations
 
@@ -101,16 +101,19 @@ def _bench_image(args: argparse.Namespace) -> int:
 def _bench_tts(args: argparse.Namespace) -> int:
     from ..atomic import write_json
     from ..bench.tts import format_table, run_tts_bench
-    from ..generation import SamplingConfig
     from ..tasks.speak import Speaker
+    from ..tasks.tts import check_sampling
+    from .tts import sampling_from_args
 
     if args.limit is not None and args.limit < 1:
         raise MmarError("--limit must be at least 1")
     if not 1 <= args.edit_samples <= 8:
         raise MmarError("--edit-samples must be 1..8")
+    sampling = sampling_from_args(args)
+    check_sampling(sampling)
     sp = Speaker.load(args.checkpoint, args.codec_checkpoint)
-    result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, SamplingConfig(top_k=args.top_k),
-                           edit_samples=args.edit_samples)
+    result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, sampling,
+                           edit_samples=args.edit_samples, split=args.split)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
@@ -181,9 +184,13 @@ def add_parser(sub) -> None:
     v.set_defaults(func=_bench_video)
     t = bsub.add_parser("tts", help="zero-shot TTS and editing on unseen sentences and voices (WER, similarity, RTF)")
     t.add_argument("--data", type=Path, default=Path("data/tts"), help="TTS corpus (python -m mmar.data.tts_corpus)")
-    t.add_argument("--limit", type=int, help="the first N test utterances of each voice")
+    t.add_argument("--limit", type=int, help="the first N utterances of each voice")
     t.add_argument("--uncached", type=int, default=3, help="sentences timed without the kv-cache (slow)")
-    t.add_argument("--top-k", type=int, default=50)
+    t.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="test: unseen sentences and voices, for reporting; valid: the train voices on the valid sentences, for decisions")
+    t.add_argument("--temperature", type=float, default=None, help="default: 1 (mmar.tasks.speak.SAMPLING)")
+    t.add_argument("--top-k", type=int, default=None, help="0 = off; default: 50")
+    t.add_argument("--top-p", type=float, default=None, help="1 = off; default: 1")
     t.add_argument("--edit-samples", type=int, default=4, help="N of the best-of-N editing row")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", type=Path, default=None, help="tts checkpoint (default: tts-16k)")

@@ -24,10 +24,14 @@ def _speaker(args):
     return Speaker.load(args.checkpoint, args.codec_checkpoint)
 
 
-def _sampling(args):
-    from ..generation import SamplingConfig
+def sampling_from_args(args: argparse.Namespace):
+    """--temperature/--top-k/--top-p over :data:`mmar.tasks.speak.SAMPLING` (the defaults)."""
+    from dataclasses import replace
 
-    return SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    from ..tasks.speak import SAMPLING
+
+    given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p") if getattr(args, k) is not None}
+    return replace(SAMPLING, **given)
 
 
 def _read(path: Path):
@@ -64,7 +68,7 @@ def _tts(args) -> int:
         if args.prompt_text is not None:
             raise MmarError("--prompt-text needs --prompt")
         voice = default_voice(sp)
-    audio, records = say(sp, args.text, voice, args.num_samples, _sampling(args), args.seed)
+    audio, records = say(sp, args.text, voice, args.num_samples, sampling_from_args(args), args.seed)
     _write(args.output, audio, args.force)
     print(f"{args.output}: {len(audio) / 16000:.2f} s, {len(records)} sentence(s)")
     return 0
@@ -82,7 +86,7 @@ def _edit(args) -> int:
     _check_samples(args)
     check_target(args.output, args.force)
     sp = _speaker(args)
-    audio, info = edit(sp, _read(args.input), args.to, args.from_text, _sampling(args), args.seed,
+    audio, info = edit(sp, _read(args.input), args.to, args.from_text, sampling_from_args(args), args.seed,
                        num_samples=args.num_samples)
     _write(args.output, audio, args.force)
     spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in info["spans_after_s"])
@@ -93,9 +97,9 @@ def _edit(args) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output .wav (16 kHz)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None, help="default: 1 (mmar.tasks.speak.SAMPLING)")
+    p.add_argument("--top-k", type=int, default=None, help="0 = off; default: 50")
+    p.add_argument("--top-p", type=float, default=None, help="1 = off; default: 1")
     p.add_argument("--checkpoint", type=Path, help="tts checkpoint directory (default: tts-16k)")
     p.add_argument("--codec-checkpoint", type=Path, help="speech codec checkpoint (default: the shipped one whose codes the TTS model learnt)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output")

@@ -14,7 +14,7 @@ and timings come with the audio; for every other voice, pocketsphinx aligns the 
 Voices:
 
 - train: flite ``kal16`` (m), ``rms`` (m), ``slt`` (f), each utterance with its own F0 target
-  (×0.8–1.25) and duration stretch (×0.85–1.2); a fraction ``--other`` of the sentences read
+  (×0.8–1.25; flite's ``rms`` ignores it) and duration stretch (×0.85–1.2); a fraction ``--other`` of the sentences read
   instead by festival ``kal_diphone`` (m) or an espeak-ng variant (accent, m/f variant, pitch,
   speed drawn per utterance); 30 % of them pitch+formant shifted by ±2–6 semitones
   (:func:`mmar.data.augment.pitch_shift`, length kept, so the timings hold): many voices.
@@ -216,21 +216,31 @@ def speak(job: dict, tmp: Path) -> tuple[np.ndarray, list[tuple[str, float]]] | 
     return _flite(voice, text, job["f0"], job["stretch"], tmp / "x.wav")
 
 
-def make_utterance(job: dict) -> tuple[Utterance | None, np.ndarray | None]:
-    """One job (text, voice, f0, stretch, shift, levels, keep_wav) → (utterance or None, audio if kept)."""
+def job_audio(job: dict) -> tuple[np.ndarray, list[tuple[str, float]]] | None:
+    """One job (text, voice, f0, stretch, shift; see :func:`jobs`, or a split's JSON row) → the
+    waveform the corpus encodes (float32 [N] at 16 kHz, shifted and peak-normalised) and its
+    [(phone, end seconds)]; None when it cannot be spoken or aligned, or is silent."""
     from .augment import pitch_shift
 
     with tempfile.TemporaryDirectory() as tmp:
         spoken = speak(job, Path(tmp))
     if spoken is None:
-        return None, None
+        return None
     audio, timings = spoken
     if job["shift"]:
         audio = pitch_shift(audio, job["shift"])
     peak = float(np.abs(audio).max(initial=0.0))
     if peak < 1e-3:
+        return None
+    return (audio * min(1.0, 0.9 / peak)).astype(np.float32), timings
+
+
+def make_utterance(job: dict) -> tuple[Utterance | None, np.ndarray | None]:
+    """One job (text, voice, f0, stretch, shift, levels, keep_wav) → (utterance or None, audio if kept)."""
+    made = job_audio(job)
+    if made is None:
         return None, None
-    audio = (audio * min(1.0, 0.9 / peak)).astype(np.float32)
+    audio, timings = made
     codes = encode(audio, job["levels"])
     ph = phone_frames(timings, codes.shape[1])
     if ph is None or (np.diff(np.append(ph[1], codes.shape[1])) > job.get("max_phone_frames", 40)).any():

@@ -32,6 +32,7 @@ MAX_PROMPT_SECONDS = 8.0  # longer prompts are cut at a word boundary (the model
 MAX_EDIT_SECONDS = 30.0
 MAX_TEXT_CHARS = 2000
 SILENT_PEAK = 1e-3
+SAMPLING = SamplingConfig(top_k=50)  # the default of `mmar tts`/`edit`, the demo and the benchmark
 
 
 @dataclass
@@ -152,7 +153,7 @@ def pick_best(text: str, candidates: list[np.ndarray]) -> tuple[int, list[float]
     return min(range(len(candidates)), key=lambda i: (scores[i], len(candidates[i]))), scores
 
 
-def say(sp: Speaker, text: str, voice: Voice, num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(top_k=50),
+def say(sp: Speaker, text: str, voice: Voice, num_samples: int = 1, sampling: SamplingConfig = SAMPLING,
         seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """Text → (16 kHz audio float32 [N], one record per sentence: text, phones, frames, WERs of the
     candidates). Each sentence continues ``voice``; best of ``num_samples`` each."""
@@ -235,7 +236,7 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
 
 
 def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None,
-         sampling: SamplingConfig = SamplingConfig(top_k=50), seed: int = 0, fade: float = 0.01,
+         sampling: SamplingConfig = SAMPLING, seed: int = 0, fade: float = 0.01,
          num_samples: int = 1) -> tuple[np.ndarray, dict]:
     """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
     edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and

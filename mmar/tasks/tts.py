@@ -336,7 +336,8 @@ def _sampler(rails: PhoneRails, sampling: SamplingConfig, generator: torch.Gener
     return Sampler(sampling, generator, allowed=rails, process=rails.merge_boundaries)
 
 
-def _check_sampling(s: SamplingConfig) -> None:
+def check_sampling(s: SamplingConfig) -> None:
+    """Refuse sampling settings the TTS decoder cannot use (one-line MmarError)."""
     if not (math.isfinite(s.temperature) and s.temperature >= 0) or s.top_k < 0 or not 0 < s.top_p <= 1:
         raise MmarError("temperature must be ≥ 0, top-k ≥ 0 and top-p in (0, 1]")
     if s.cfg_scale != 1.0:
@@ -349,7 +350,7 @@ def synthesize_codes(tts: TTSModel, phones: torch.Tensor, voice: Voice | None = 
                      cached: bool = True, max_frames: int | None = None) -> list[torch.Tensor]:
     """Continue ``voice`` (None: no prompt) with ``phones`` (indices [N]) → ``num_samples`` code
     sequences int64 [K, T_i] (the new frames only), sampled as one batch."""
-    _check_sampling(sampling)
+    check_sampling(sampling)
     if len(phones) < 1:
         raise MmarError("nothing to say")
     known = interleave(tts, voice.codes, voice.phones, voice.starts) if voice else torch.zeros(tts.levels, 0, dtype=torch.long)
@@ -396,7 +397,7 @@ def edit_codes(tts: TTSModel, voice: Voice, phone_ranges: Sequence[tuple[int, in
     tensor per range; ``all_phones``: the new utterance's phones, the prefix) → ``num_samples``
     :class:`Edited` results, sampled as one batch (rows end their spans at their own steps).
     Code frames outside the spans are copied."""
-    _check_sampling(sampling)
+    check_sampling(sampling)
     frames = interleave(tts, voice.codes, voice.phones, voice.starts)
     spans = marker_spans(tts, frames, phone_ranges)
     layout, b = tts.layout, num_samples
