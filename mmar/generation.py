@@ -357,6 +357,11 @@ class FrameCache:
         self.model(latents=z, extra=self.embedding(None, self.last), cache=self.cache)
         self.last = z
 
+    @property
+    def last_frame(self) -> torch.Tensor | None:
+        """The last committed frame [rows, N, C] (None before the first)."""
+        return self.last
+
 
 class FrameRecompute:
     """The reference for :class:`FrameCache`: keeps every clean frame and, at every peek,
@@ -379,6 +384,10 @@ class FrameRecompute:
     def commit(self, z: torch.Tensor) -> None:
         self.frames.append(z)
 
+    @property
+    def last_frame(self) -> torch.Tensor | None:
+        return self.frames[-1] if self.frames else None
+
 
 FrameContext = FrameCache | FrameRecompute
 
@@ -386,24 +395,29 @@ FrameContext = FrameCache | FrameRecompute
 @torch.no_grad()
 def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shape: tuple[int, int, int], steps: int,
                    cfg_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-                   on_frame: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                   on_frame: Callable[[int, torch.Tensor], None] | None = None, residual: bool = False) -> torch.Tensor:
     """Frame after frame: start from noise [B, N, C] (``shape``) · ``temperature`` at t = 1, take
     ``steps`` ODE steps of ``head`` to t = 0 (each step a ``context.peek`` for the hidden states),
     then ``context.commit`` the clean frame. With ``cfg_scale`` ≠ 1 the context's rows are
     [cond; uncond] halves ([2B, ...]): both get the same frame and the prediction is guided
-    (:func:`mmar.heads.guide`). ``on_frame(i, frame [B, N, C])`` sees each finished frame.
-    → frames [B, frames, N, C]."""
+    (:func:`mmar.heads.guide`). With ``residual`` the head denoises the change from the last
+    committed frame (zeros before the first), and the trunk reads that frame plus the noisy change.
+    ``on_frame(i, frame [B, N, C])`` sees each finished frame. → frames [B, frames, N, C]."""
     guided = cfg_scale != 1.0
     grid = time_grid(steps)
     out = []
     for f in range(frames):
+        last = context.last_frame if residual else None
+        base = torch.zeros(shape) if last is None else last[: shape[0]]
         x = torch.randn(shape, generator=generator) * temperature
         for i in range(steps):
             xx = torch.cat([x, x]) if guided else x
-            h = context.peek(xx, grid[i])
+            bb = torch.cat([base, base]) if guided else base
+            h = context.peek(xx + bb, grid[i])
             t = torch.full((xx.shape[0] * xx.shape[1],), grid[i])
             pred = head.predict(xx.flatten(0, 1), t, h.flatten(0, 1)).view_as(xx)
             x = head.step(x, guide(pred, cfg_scale) if guided else pred, grid[i], grid[i + 1])
+        x = x + base
         context.commit(torch.cat([x, x]) if guided else x)
         out.append(x)
         if on_frame is not None:

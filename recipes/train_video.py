@@ -102,7 +102,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     d = load_data(tok, root, dc, tc["seed"], out / "latents.safetensors" if dist_info.main else None)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
     config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
-                           cfg.get("name", "video-64"), mc.get("local", 0))
+                           cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False))
     torch.manual_seed(tc["seed"])
     vm = from_config(config)
     model = vm.model.to(device)

@@ -12,10 +12,10 @@ from mmar.text.captions import CaptionVocab
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2)) -> tv.VideoModel:
+def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2), residual: bool = False) -> tv.VideoModel:
     vocab = CaptionVocab.build(["fox moves left", "red apple grows", "then bounces"], 6)
     config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32, "depth": 2, "objective": "flow"},
-                              vocab, 3, grid, window, name="video-tiny", local=local)
+                              vocab, 3, grid, window, name="video-tiny", local=local, residual=residual)
     torch.manual_seed(seed)
     vm = tv.from_config(config)
     for p in vm.model.parameters():  # zero-initialised layers would hide differences
@@ -37,9 +37,10 @@ def test_training_loss_is_finite_backpropagates_and_ignores_clean_frames():
     assert torch.equal(again, vm.model(lat, prefix, clean_p=0.3, generator=torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("window,frames,cfg,local", [(8, 5, 1.0, 0), (3, 7, 2.0, 0), (3, 7, 2.0, 3), (8, 4, 1.0, 1)])
-def test_cache_reuse_equals_recompute(window, frames, cfg, local):
-    vm = tiny(window, local=local)
+@pytest.mark.parametrize("window,frames,cfg,local,residual", [(8, 5, 1.0, 0, False), (3, 7, 2.0, 0, False), (3, 7, 2.0, 3, False),
+                                                              (8, 4, 1.0, 1, False), (3, 7, 2.0, 0, True), (8, 4, 1.0, 3, True)])
+def test_cache_reuse_equals_recompute(window, frames, cfg, local, residual):
+    vm = tiny(window, local=local, residual=residual)
     prompt = torch.randn(2, 2, 3, 2, 2)
     kw = dict(steps=3, cfg_scale=cfg, seed=5, prompt=prompt)
     a = tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **kw)
@@ -75,6 +76,24 @@ def test_local_map_sees_only_the_previous_frame_near_each_token():
     assert torch.equal(h(later)[:, :2], base[:, :2])  # frame 2 changes nothing before it
     off = tiny(local=0, grid=(4, 4)).model
     assert not hasattr(off, "prev") and off.prev_embedding(prev).abs().sum() == 0
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_residual_model_predicting_no_change_repeats_the_last_frame(cfg):
+    """With ``residual`` the head denoises the change from the last frame: a head that predicts
+    zero velocity from zero noise leaves every new frame equal to the last prompt frame, where
+    the same head on absolute frames gives zeros."""
+    prompt = torch.randn(1, 2, 3, 2, 2)
+    for residual in (True, False):
+        vm = tiny(residual=residual)
+        torch.nn.init.zeros_(vm.model.head.out.weight)
+        torch.nn.init.zeros_(vm.model.head.out.bias)
+        out = tv.generate_frames(vm, ["fox moves left"], 3, prompt=prompt, steps=2, temperature=0.0, cfg_scale=cfg)
+        want = prompt[:, -1:].expand(1, 3, 3, 2, 2) if residual else torch.zeros(1, 3, 3, 2, 2)
+        assert torch.equal(out, want)
+    with pytest.raises(MmarError):
+        tv.from_config({**tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32}, tiny().vocab, 3, (2, 2), 4),
+                        "residual": "yes"})
 
 
 def test_prompt_frames_and_caption_steer_the_rollout():

@@ -6,7 +6,8 @@ Layout: a caption prefix [P] (bidirectional), then frames of N = rows × cols la
 token sees its own frame and every earlier one (``tokens_per_frame = N``). Each token's input is
 its latent (noisy or clean) plus a time embedding: of its frame's diffusion time t ∈ [0, 1], or
 a learned **clean** embedding for a finished frame (FAR's clean-context timestep); with
-``local`` > 0, plus a map of the previous clean frame's latents around the token.
+``local`` > 0, plus a map of the previous clean frame's latents around the token. With
+``residual``, the head denoises each frame's change from the clean frame before it.
 
 Training (diffusion forcing, as FAR): every frame of a clip gets its own t and noise (flow
 matching: x_t = (1 − t)·x + t·ε), a share ``clean_p`` of frames stays clean with the clean
@@ -53,12 +54,17 @@ class VideoNet(nn.Module):
 
     ``local`` = k > 0 adds to each token's input a linear map of the previous clean frame's
     latents in the k × k cells around it (zero for a window's first frame), so that copying or
-    shifting what was there needs no attention to be learnt first; its weights start at zero."""
+    shifting what was there needs no attention to be learnt first; its weights start at zero.
 
-    def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0):
+    ``residual``: the head denoises each frame's *change* from the clean frame before it (from
+    zeros for a window's first frame), so "nothing moved" is the zero change; the trunk reads a
+    noisy frame as the previous frame plus its noisy change (at t = 0, the frame itself)."""
+
+    def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0,
+                 residual: bool = False):
         super().__init__()
         d, c = trunk.cfg.dim, head.cfg.latent_dim
-        self.trunk, self.head, self.grid, self.local = trunk, head, grid, local
+        self.trunk, self.head, self.grid, self.local, self.residual = trunk, head, grid, local, residual
         self.tokens_per_frame = grid[0] * grid[1]
         self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.clean = nn.Parameter(torch.zeros(d))
@@ -95,13 +101,16 @@ class VideoNet(nn.Module):
     def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float = 0.1,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
-        error of the head's ε − x on the noisy frames (each frame its own t; a share ``clean_p``
-        stays clean and is context only)."""
+        error of the head's ε − x on the noisy frames (x: the frame, or with ``residual`` its change;
+        each frame its own t; a share ``clean_p`` stays clean and is context only)."""
         b, f, n, c = latents.shape
         t = torch.rand(b, f, generator=generator).to(latents)
         clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
         eps = torch.randn(latents.shape, generator=generator).to(latents)
-        xt = torch.where(clean[..., None, None], latents, (1 - t)[..., None, None] * latents + t[..., None, None] * eps)
+        base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else torch.zeros_like(latents)
+        target = latents - base  # what the head denoises: the frame, or its change from the frame before
+        noisy = (1 - t)[..., None, None] * target + t[..., None, None] * eps
+        xt = torch.where(clean[..., None, None], latents, base + noisy)
         extra = torch.where(clean.repeat_interleave(n, 1)[..., None], self.clean, self.time_embedding(t, b, f))
         if self.local:  # the clean frame before each (as at inference); the window's first has none
             prev = self.prev_embedding(latents[:, :-1])
@@ -110,8 +119,8 @@ class VideoNet(nn.Module):
         keep = ~clean.repeat_interleave(n, 1).flatten()
         if not bool(keep.any()):
             return h.sum() * 0.0
-        pred = self.head.predict(xt.flatten(0, 2)[keep], t.repeat_interleave(n, 1).flatten()[keep], h.flatten(0, 1)[keep])
-        want = (eps - latents).flatten(0, 2)[keep]
+        pred = self.head.predict(noisy.flatten(0, 2)[keep], t.repeat_interleave(n, 1).flatten()[keep], h.flatten(0, 1)[keep])
+        want = (eps - target).flatten(0, 2)[keep]
         return F.mse_loss(pred.float(), want.float())
 
 
@@ -140,22 +149,23 @@ class VideoModel:
 
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
-                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0) -> dict:
+                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0, residual: bool = False) -> dict:
     """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its
-    ``window`` and, when used, the ``local`` previous-frame neighbourhood (see :class:`VideoNet`)."""
+    ``window`` and, when used, the ``local`` previous-frame neighbourhood and ``residual``
+    (see :class:`VideoNet`)."""
     return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window,
-                                **({"local": local} if local else {}))
+                                **({"local": local} if local else {}), **({"residual": True} if residual else {}))
 
 
 def from_config(config: dict, where: str = "config") -> VideoModel:
     """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
     p = latent_parts(config, where, "video", "video model", objectives=("flow",), default_name=NAME)
-    window, local = config.get("window"), config.get("local", 0)
+    window, local, residual = config.get("window"), config.get("local", 0), config.get("residual", False)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW or max(p.grid) > 64:
         raise MmarError(f"{where}: window must be 1..{MAX_WINDOW} and the grid at most 64 a side")
-    if local not in (0, 1, 3, 5):
-        raise MmarError(f"{where}: local must be 0, 1, 3 or 5")
-    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local), p.vocab, p.grid, window, p.name,
+    if local not in (0, 1, 3, 5) or not isinstance(residual, bool):
+        raise MmarError(f"{where}: local must be 0, 1, 3 or 5 and residual true or false")
+    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local, residual), p.vocab, p.grid, window, p.name,
                       tokenizer_weights=p.tokenizer_weights)
 
 
@@ -192,5 +202,5 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     grid = lambda z: z.transpose(1, 2).reshape(b, c, *vm.grid)  # noqa: E731  [B, N, C] → [B, C, rows, cols]
     done = None if on_frame is None else (lambda i, z: on_frame(i, grid(z)))
     out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temperature,
-                         torch.Generator().manual_seed(seed), done)
+                         torch.Generator().manual_seed(seed), done, residual=net.residual)
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
