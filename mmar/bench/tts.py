@@ -244,6 +244,8 @@ def _similarity_table(embeds: dict[str, list]) -> dict:
 
 def _speed(sp: Speaker, texts: list[str], seed: int, sampling: SamplingConfig) -> dict:
     """Seconds of compute per second of audio for the same sentences, cached vs uncached (default voice)."""
+    if not texts:  # --uncached 0
+        return {"cached": None, "uncached": None, "uncached_over_cached": None}
     times = {}
     voice = default_voice(sp)
     for cached in (True, False):
@@ -279,6 +281,6 @@ def format_table(result: dict) -> str:
             lines.append(f"  {s}")
     lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript")
     sp = result["speed"]
-    lines.append(f"\nreal-time factor ({sp['torch_threads']} torch threads): cached {sp['cached']:.3f}, uncached {sp['uncached']:.3f} "
-                 f"(uncached / cached = {sp['uncached_over_cached']:.2f}); all sentences, cached: {result['rtf_cached']:.3f}")
+    lines.append(f"\nreal-time factor ({sp['torch_threads']} torch threads): cached {f(sp['cached'])}, uncached {f(sp['uncached'])} "
+                 f"(uncached / cached = {f(sp['uncached_over_cached'], 2)}); all sentences, cached: {result['rtf_cached']:.3f}")
     return "\n".join(lines)

@@ -190,7 +190,7 @@ def add_parser(sub) -> None:
                    help="test: unseen sentences and voices, for reporting; valid: the train voices on the valid sentences, for decisions")
     t.add_argument("--temperature", type=float, default=None, help="default: 1 (mmar.tasks.speak.SAMPLING)")
     t.add_argument("--top-k", type=int, default=None, help="0 = off; default: 50")
-    t.add_argument("--top-p", type=float, default=None, help="1 = off; default: 1")
+    t.add_argument("--top-p", type=float, default=None, help="1 = off; default: 0.8")
     t.add_argument("--edit-samples", type=int, default=4, help="N of the best-of-N editing row")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", type=Path, default=None, help="tts checkpoint (default: tts-16k)")

@@ -99,7 +99,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=None, help="default: 1 (mmar.tasks.speak.SAMPLING)")
     p.add_argument("--top-k", type=int, default=None, help="0 = off; default: 50")
-    p.add_argument("--top-p", type=float, default=None, help="1 = off; default: 1")
+    p.add_argument("--top-p", type=float, default=None, help="1 = off; default: 0.8")
     p.add_argument("--checkpoint", type=Path, help="tts checkpoint directory (default: tts-16k)")
     p.add_argument("--codec-checkpoint", type=Path, help="speech codec checkpoint (default: the shipped one whose codes the TTS model learnt)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output")
