@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import MmarError
+
+if TYPE_CHECKING:
+    from ..generation import SamplingConfig
 
 MAX_SAMPLES = 8
 MAX_INPUT_SECONDS = 600.0  # read no more than this from any input file
@@ -24,7 +28,7 @@ def _speaker(args):
     return Speaker.load(args.checkpoint, args.codec_checkpoint)
 
 
-def sampling_from_args(args: argparse.Namespace):
+def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
     """--temperature/--top-k/--top-p over :data:`mmar.tasks.speak.SAMPLING` (the defaults)."""
     from dataclasses import replace
 
