@@ -407,17 +407,16 @@ def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shap
     grid = time_grid(steps)
     out = []
     for f in range(frames):
-        last = context.last_frame if residual else None
-        base = torch.zeros(shape) if last is None else last[: shape[0]]
+        last = context.last_frame if residual else None  # as committed: [2B, ...] when guided
         x = torch.randn(shape, generator=generator) * temperature
         for i in range(steps):
             xx = torch.cat([x, x]) if guided else x
-            bb = torch.cat([base, base]) if guided else base
-            h = context.peek(xx + bb, grid[i])
+            h = context.peek(xx if last is None else xx + last, grid[i])
             t = torch.full((xx.shape[0] * xx.shape[1],), grid[i])
             pred = head.predict(xx.flatten(0, 1), t, h.flatten(0, 1)).view_as(xx)
             x = head.step(x, guide(pred, cfg_scale) if guided else pred, grid[i], grid[i + 1])
-        x = x + base
+        if last is not None:
+            x = x + last[: shape[0]]
         context.commit(torch.cat([x, x]) if guided else x)
         out.append(x)
         if on_frame is not None:

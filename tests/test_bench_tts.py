@@ -28,7 +28,8 @@ def test_a_valid_row_rebuilds_the_audio_the_corpus_encoded(corpus):
     from safetensors.numpy import load_file
 
     rows = json.loads((corpus / "valid.json").read_text())["utterances"]
-    codes, offsets = load_file(corpus / "valid.safetensors")["codes"], load_file(corpus / "valid.safetensors")["frame_offsets"]
+    split = load_file(corpus / "valid.safetensors")
+    codes, offsets = split["codes"], split["frame_offsets"]
     k = next(i for i, m in enumerate(rows) if m["voice"] in C.TRAIN_VOICES)
     audio, _ = C.job_audio(rows[k])  # from the saved row alone: nothing the corpus drew is missing from it
     assert np.array_equal(C.encode(audio, codes.shape[0]), codes[:, offsets[k] : offsets[k + 1]])
