@@ -107,7 +107,7 @@ class VideoNet(nn.Module):
         t = torch.rand(b, f, generator=generator).to(latents)
         clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
         eps = torch.randn(latents.shape, generator=generator).to(latents)
-        base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else torch.zeros_like(latents)
+        base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else 0.0
         target = latents - base  # what the head denoises: the frame, or its change from the frame before
         noisy = (1 - t)[..., None, None] * target + t[..., None, None] * eps
         xt = torch.where(clean[..., None, None], latents, base + noisy)
