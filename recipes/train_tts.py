@@ -84,9 +84,11 @@ class LengthBatches:
 
 
 @torch.no_grad()
-def valid_ce(loss: TrainingLoss, tts, rows: list[Row], wrong_text: bool = False, batch: int = 16) -> list[float]:
+def valid_ce(loss: TrainingLoss, tts, rows: list[Row], wrong_text: bool = False, batch: int = 16,
+             edit: bool = False) -> list[float]:
     """Per-level cross-entropy (nats per step) of plain TTS rows; ``wrong_text``: each row's
-    phones replaced by the next row's (its timings kept where they fit)."""
+    phones replaced by the next row's (its timings kept where they fit); ``edit``: every row an
+    editing row instead, its spans drawn by a fixed seed (the same spans at every evaluation)."""
     was = loss.training
     loss.eval()
     dev = next(loss.parameters()).device
@@ -97,7 +99,7 @@ def valid_ce(loss: TrainingLoss, tts, rows: list[Row], wrong_text: bool = False,
         if wrong_text:
             other = rows[i + 1 : i + batch + 1] + rows[:1]
             part = [(c, o[1].repeat(len(p) // len(o[1]) + 1)[: len(p)], s) for (c, p, s), o in zip(part, other)]
-        stream, lengths, prefix = training_batch(tts, part, [False] * len(part), gen)
+        stream, lengths, prefix = training_batch(tts, part, [edit] * len(part), gen)
         _, ce = loss(stream.to(dev), lengths.to(dev), prefix.to(dev))
         total += ce.cpu() * len(part)
         n += len(part)
@@ -192,7 +194,9 @@ def train(cfg: dict, out: Path, data: Path | None = None, stop_after: int | None
         if valid and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
             scored = TrainingLoss(ema.model if ema is not None else model, tc["level_weights"][:levels]).to(device)
             ce_right, ce_wrong = valid_ce(scored, tts, valid), valid_ce(scored, tts, valid, wrong_text=True)
-            ev = {**{f"valid_ce{k}": round(v, 4) for k, v in enumerate(ce_right)}, "ce0_wrong_text": round(ce_wrong[0], 4)}
+            ce_edit = valid_ce(scored, tts, valid, edit=True)
+            ev = {**{f"valid_ce{k}": round(v, 4) for k, v in enumerate(ce_right)}, "ce0_wrong_text": round(ce_wrong[0], 4),
+                  "valid_edit_ce0": round(ce_edit[0], 4)}
             metrics.update(ev)
             append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):

@@ -41,9 +41,11 @@ CACHE_FORMAT = 1
 
 
 @torch.no_grad()
-def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, batch: int = 256) -> tuple[torch.Tensor, list[str]]:
-    """``count`` clips of ``split`` → (latents float [count, frames, N, C], captions)."""
-    clips = SpriteClips(root, split, frames=frames, seed=seed)
+def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, max_words: int,
+                 batch: int = 256) -> tuple[torch.Tensor, list[str]]:
+    """``count`` clips of ``split`` → (latents float [count, frames, N, C], captions of at most
+    ``max_words`` words: long sprite names are shortened, the motion is kept)."""
+    clips = SpriteClips(root, split, frames=frames, seed=seed, max_words=max_words)
     out, captions = [], []
     pending: list[torch.Tensor] = []
     for i in range(count):
@@ -58,15 +60,15 @@ def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int
     return torch.cat(out).contiguous(), captions
 
 
-def load_data(tok, root: Path, dc: dict, seed: int, out: Path | None) -> dict:
+def load_data(tok, root: Path, dc: dict, seed: int, max_words: int, out: Path | None) -> dict:
     """Train and valid latents and captions, from ``out`` when it holds them for these settings."""
     key = {"format": CACHE_FORMAT, "tokenizer": tok.weights, "clips": dc["clips"], "valid_clips": dc["valid_clips"],
-           "frames": dc["frames"], "seed": seed}
+           "frames": dc["frames"], "seed": seed, "caption_words": max_words}
     meta = out.with_suffix(".json") if out is not None else None
     if out is not None and out.is_file() and meta.is_file() and json.loads(meta.read_text())["key"] == key:
         return {**load_file(str(out)), **json.loads(meta.read_text())["captions"]}
-    tl, tc = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed)
-    vl, vc = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed)
+    tl, tc = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed, max_words)
+    vl, vc = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed, max_words)
     if out is not None:
         atomic_write(out, lambda p: save_file({"train": tl, "valid": vl}, str(p)))
         atomic_write(meta, lambda p: p.write_text(json.dumps({"key": key, "captions": {"train_captions": tc, "valid_captions": vc}})))
@@ -82,7 +84,7 @@ def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int,
     total, n = 0.0, 0
     for i in range(0, len(latents), batch):
         z = latents[i:i + batch, :frames]
-        prefix = vm.vocab.batch(captions[i:i + batch], truncate=True)
+        prefix = vm.vocab.batch(captions[i:i + batch])
         total += float(net(z.to(dev), prefix.to(dev), clean_p, gen)) * len(z)
         n += len(z)
     net.train(was)
@@ -99,7 +101,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     root = Path(data or dc["root"])
     tok = load_image_vae(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
     out.mkdir(parents=True, exist_ok=True)
-    d = load_data(tok, root, dc, tc["seed"], out / "latents.safetensors" if dist_info.main else None)
+    d = load_data(tok, root, dc, tc["seed"], mc["caption_len"], out / "latents.safetensors" if dist_info.main else None)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
     config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
                            cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False))
@@ -115,7 +117,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
             raise SystemExit(f"--init {init}: its weights do not fit this model ({(unexpected or missing)[:3]})")
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     train_lat, train_caps = d["train"], d["train_captions"]
-    prefixes = vocab.batch(train_caps, truncate=True)
+    prefixes = vocab.batch(train_caps)
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     state_path = out / "state.safetensors"

@@ -4,7 +4,8 @@ measurable from pixels (the measure the video benchmark scores generated clips w
 import numpy as np
 import pytest
 
-from mmar.data.sprites import MOTIONS, SpriteClips, motion_of, sprite_track
+from mmar.data.sprites import MOTION_WORDS, MOTIONS, SpriteClips, caption_of, motion_of, sprite_track
+from mmar.text.captions import words
 
 
 def test_clips_are_reproducible_and_sized(named_shapes_dir):
@@ -42,9 +43,32 @@ def test_splits_hold_their_own_sprites(named_shapes_dir):
 
 
 def test_bad_parameters_and_a_blank_clip(named_shapes_dir):
-    for kw in ({"frames": 1}, {"size": 8}, {"sprite": 40}):
+    for kw in ({"frames": 1}, {"size": 8}, {"sprite": 40}, {"max_words": MOTION_WORDS}):
         with pytest.raises(ValueError):
             SpriteClips(named_shapes_dir, "train", **kw)
     with pytest.raises(ValueError):
         SpriteClips(named_shapes_dir, "train").clip(0, "spins")
     assert motion_of(np.full((8, 32, 32, 3), 255, np.uint8)) == "still"
+
+
+@pytest.mark.parametrize("motion,bounced", [("left", True), ("up", False), ("grows", False), ("appears", False)])
+def test_a_word_budget_shortens_the_name_and_keeps_the_motion(motion, bounced):
+    name = "flag: south georgia & south sandwich islands"  # 7 words
+    full = caption_of(name, motion, bounced)
+    assert full.startswith(name) and caption_of(name, motion, bounced, 40) == full
+    tail = full[len(name) + 1 :]
+    for budget in range(MOTION_WORDS + 1, len(words(full)) + 1):
+        short = caption_of(name, motion, bounced, budget)
+        assert len(words(short)) <= budget and short.endswith(tail)
+        assert words(short)[: -len(words(tail))] == words(name)[: budget - len(words(tail))]  # the name's leading words
+    assert words(caption_of(name, motion, bounced, MOTION_WORDS + 1))[0] == "flag"
+    with pytest.raises(ValueError):
+        caption_of(name, "left", True, MOTION_WORDS)
+
+
+def test_clips_with_a_word_budget_keep_their_motion(named_shapes_dir):
+    clips = SpriteClips(named_shapes_dir, "train", max_words=MOTION_WORDS + 1)
+    for i in range(12):
+        c = clips.clip(i)
+        assert len(words(c.caption)) <= MOTION_WORDS + 1
+        assert c.motion in c.caption and c.bounced == c.caption.endswith(", then bounces")

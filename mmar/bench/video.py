@@ -88,7 +88,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
     tok = load_image_vae(tokenizer)
-    test = SpriteClips(data, split, frames=context + horizon, seed=seed)
+    test = SpriteClips(data, split, frames=context + horizon, seed=seed, max_words=vm.vocab.max_len)
     cl = [test.clip(i) for i in range(clips)]
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]
     captions = [c.caption for c in cl]

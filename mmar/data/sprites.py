@@ -11,6 +11,9 @@ its bounding box, ``sprite`` pixels on its longer side) doing one of:
 - ``appears``: a blank canvas for 2–6 frames, then the sprite, still.
 
 The caption is the emoji's CLDR short name plus the motion ("fox moves up", "red apple grows").
+With ``max_words``, a caption that would be longer keeps the motion whole and only the leading
+words of the name (:func:`caption_of`), so a model whose captions hold that many words never
+loses the motion to truncation.
 :func:`sprite_track` measures a sprite's centre and extent per frame from pixels (not from the
 generator), so the same measure scores generated clips (:func:`motion_of`).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..text.captions import words
 from .emoji import load_split
 
 MOTIONS = ("left", "right", "up", "down", "grows", "appears")
@@ -73,11 +77,14 @@ class SpriteClips:
     """Clips of one split of an emoji folder: ``clip(i)`` is clip i (any i ≥ 0; the sprite is
     emoji ``i % len(sprites)``, the motion and its parameters come from ``seed`` and i)."""
 
-    def __init__(self, root: Path, split: str, frames: int = 16, size: int = 64, sprite: int = 24, seed: int = 0):
+    def __init__(self, root: Path, split: str, frames: int = 16, size: int = 64, sprite: int = 24, seed: int = 0,
+                 max_words: int | None = None):
         if not 2 <= frames <= 4096 or not 16 <= size <= 512 or not 4 <= sprite <= size // 2:
             raise ValueError("frames must be 2..4096, size 16..512 and the sprite 4..size/2 pixels")
+        if max_words is not None and max_words < MOTION_WORDS + 1:
+            raise ValueError(f"max_words must be at least {MOTION_WORDS + 1} (one name word and the longest motion)")
         data = load_split(root, split)
-        self.frames, self.size, self.sprite, self.seed = frames, size, sprite, seed
+        self.frames, self.size, self.sprite, self.seed, self.max_words = frames, size, sprite, seed, max_words
         keep = [i for i, img in enumerate(data.images) if (img < 245).any()]
         self.renders = data.images[keep]
         self.names = [(data.entries[i].get("cldr") or data.entries[i]["name"]).lower() for i in keep]
@@ -132,9 +139,25 @@ class SpriteClips:
             _paste(canvas[i], *cache[side], *centres[i])
         frames = (canvas * 255).round().astype(np.uint8)
         name = self.names[k]
-        verb = {"grows": "grows", "appears": "appears"}.get(motion, f"moves {motion}")
-        caption = f"{name} {verb}" + (", then bounces" if bounced else "")
-        return Clip(frames, caption, name, motion, bounced, centres)
+        return Clip(frames, caption_of(name, motion, bounced, self.max_words), name, motion, bounced, centres)
+
+
+MOTION_WORDS = 4  # words in the longest motion phrase: "moves left, then bounces"
+
+
+def caption_of(name: str, motion: str, bounced: bool, max_words: int | None = None) -> str:
+    """The caption of a sprite ``name`` doing ``motion``: "red apple moves up, then bounces". With
+    ``max_words``, the name is cut to its leading words so that the caption has at most that many
+    words (as :func:`mmar.text.captions.words` counts them); the motion is always whole."""
+    verb = {"grows": "grows", "appears": "appears"}.get(motion, f"moves {motion}")
+    tail = verb + (", then bounces" if bounced else "")
+    if max_words is not None:
+        budget = max_words - len(words(tail))
+        if budget < 1:
+            raise ValueError(f"max_words={max_words} leaves no room for the name before {tail!r}")
+        if len(words(name)) > budget:
+            name = " ".join(words(name)[:budget])
+    return f"{name} {tail}"
 
 
 def sprite_track(frames: np.ndarray, threshold: int = 40) -> tuple[np.ndarray, np.ndarray]:
