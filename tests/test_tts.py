@@ -302,6 +302,10 @@ def test_edit_plans_from_word_diffs():
     assert one.phones == tight[:4] + one.new[0]
     two = plan_edit(tight, [(1, 5), (5, 9)], words, "help world", margin=2)  # the seam on the right: "w er" too
     assert two.ranges == [(0, 7)] and two.new == [[PAUSE, "hh", "eh", "l", "p", "w", "er"]]
+    three = [PAUSE, "hh", "ah", "l", "ow", "ah", "w", "er", "l", "d", PAUSE]  # "hello a world"
+    both = plan_edit(three, [(1, 5), (5, 6), (6, 10)], ["hello", "a", "world"], "help a bird", margin=2)
+    assert both.ranges == [(0, 11)]  # the margins meet on "a", taken once: one span, no new phone lost
+    assert both.new == [[PAUSE, "hh", "eh", "l", "p", "ah", "b", "er", "d", PAUSE]]
     with pytest.raises(MmarError, match="margin"):
         plan_edit(old, ranges, words, "hello there", margin=9)
     many = plan_edit(old * 3, [(1, 5), (6, 10), (12, 16), (17, 21), (23, 27), (28, 32)], words * 3,

@@ -214,7 +214,7 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
         raise MmarError("--to has no words")
     if new_words == old_words:
         raise MmarError("--to says the same words as the original: nothing to edit")
-    ranges, news = [], []
+    cores = []  # each change with its pauses: [a, b) of the old phones → the new phones
     for i1, i2, j1, j2 in _regions(old_words, new_words, max_spans):
         a = word_ranges[i1][0] if i1 < len(old_words) else len(old_phones)
         b = word_ranges[i2 - 1][1] if i2 > i1 else a
@@ -228,13 +228,18 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
                 a, add = a - 1, [old_phones[a - 1]] + add
             else:
                 b, add = b + 1, add + [old_phones[b]]
+        cores.append((a, b, add))
+    ranges, news = [], []
+    for k, (a, b, add) in enumerate(cores):
+        lo = cores[k - 1][1] if k else 0  # margins take unchanged phones only, never a neighbour's
+        hi = cores[k + 1][0] if k + 1 < len(cores) else len(old_phones)
         for _ in range(margin):
-            if a > 0 and add[0] != PAUSE:
+            if lo < a and add[0] != PAUSE:
                 a, add = a - 1, [old_phones[a - 1]] + add
-            if b < len(old_phones) and add[-1] != PAUSE:
+            if b < hi and add[-1] != PAUSE:
                 b, add = b + 1, add + [old_phones[b]]
         add = [p for k, p in enumerate(add) if not (p == PAUSE and k and add[k - 1] == PAUSE)]  # one pause, not two
-        if ranges and a < ranges[-1][1]:  # margins overlap (a shared pause): one span
+        if ranges and a <= ranges[-1][1]:  # spans that share unchanged phones (a pause, a margin) or touch: one span
             (a0, b0), prev = ranges.pop(), news.pop()
             add, a = prev + add[b0 - a :], a0
         ranges.append((a, b))
