@@ -54,7 +54,6 @@ def test_bench_codec_with_lm_rows(tiny_codec_dir, tiny_lm_dir, tmp_path, capsys)
     (["--top-p", "0"], "top-p"),
     (["--limit", "0"], "--limit"),
     (["--edit-samples", "9"], "--edit-samples"),
-    (["--edit-margin", "-1"], "--edit-margin"),
 ])
 def test_bench_tts_refuses_bad_settings_in_one_line(tmp_path, capsys, argv, message):
     assert main(["bench", "tts", "--data", str(tmp_path), *argv]) == 2

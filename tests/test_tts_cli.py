@@ -89,7 +89,6 @@ def test_edit_keeps_the_rest(run, tmp_path, short_clip):
     (["tts", "--text", "!!! ???"], "nothing to pronounce"),
     (["tts", "--text", "hi", "--num-samples", "0"], "num-samples"),
     (["edit", SAMPLE, "--to", "hi", "--num-samples", "99"], "num-samples"),
-    (["edit", SAMPLE, "--to", "hi", "--margin", "4"], "--margin"),
     (["tts", "--text", "hi", "--prompt-text", "x"], "needs --prompt"),
     (["tts", "--text", "hi", "--temperature", "-1"], "temperature"),
 ])

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import MmarError
 from ..generation import SamplingConfig
-from ..tasks.speak import EDIT_MARGIN, RATE, SAMPLING, Speaker, default_voice, edit, edit_distance, voice_from_audio, wer
+from ..tasks.speak import RATE, SAMPLING, Speaker, default_voice, edit, edit_distance, voice_from_audio, wer
 from ..tasks.tts import synthesize_codes
 from ..text.arpabet import spoken_words, text_phones
 
@@ -121,15 +121,14 @@ def split_audio(data: Path, split: str = "test", limit: int | None = None) -> di
 
 def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: int = 3, seed: int = 0,
                   sampling: SamplingConfig = SAMPLING, log=print, edit_samples: int = 4,
-                  split: str = "test", edit_margin: int = EDIT_MARGIN) -> dict:
+                  split: str = "test") -> dict:
     """Score ``sp`` on a split of the corpus in ``data`` (see the module doc) → a JSON-able result."""
     from ..text.align import recognise
 
     by_voice = split_audio(data, split, limit)
     utts = [m for items in by_voice.values() for m, _ in items]
     sim = Similarity()
-    result: dict = {"split": split, "voices": {}, "sampling": vars(sampling), "seed": seed, "edit_samples": edit_samples,
-                    "edit_margin": edit_margin}
+    result: dict = {"split": split, "voices": {}, "sampling": vars(sampling), "seed": seed, "edit_samples": edit_samples}
     embeds: dict[str, list] = {}
     gen_time = audio_time = 0.0
     for voice_name, items in by_voice.items():
@@ -179,15 +178,14 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             k = max(range(len(words)), key=lambda j: len(words[j]))
             new_words = words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :]
             try:
-                edited, info = edit(sp, audio, " ".join(new_words), text, sampling, seed + i, margin=edit_margin)
+                edited, info = edit(sp, audio, " ".join(new_words), text, sampling, seed + i)
             except MmarError as e:
                 log(f"  edit {i}: {e}")
                 rows["edit_failed"].append(1.0)
                 continue
             rows["edit_wer"].append(wer(" ".join(new_words), recognise(edited)))
             if edit_samples > 1:
-                best, _ = edit(sp, audio, " ".join(new_words), text, sampling, seed + i, num_samples=edit_samples,
-                               margin=edit_margin)
+                best, _ = edit(sp, audio, " ".join(new_words), text, sampling, seed + i, num_samples=edit_samples)
                 rows["edit_best_wer"].append(wer(" ".join(new_words), recognise(best)))
             else:  # one sample is the edit above (same seed)
                 rows["edit_best_wer"].append(rows["edit_wer"][-1])
@@ -284,8 +282,7 @@ def format_table(result: dict) -> str:
                          f"TTS–same {f(s['tts_same'])}  TTS–other {f(s['tts_other'])}  closer to own voice {f(s['tts_closer_to_own_voice'], 2)}")
         else:
             lines.append(f"  {s}")
-    lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript; "
-                 f"edit margin: {result.get('edit_margin', 0)} phones")
+    lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript")
     sp = result["speed"]
     lines.append(f"\nreal-time factor ({sp['torch_threads']} torch threads): cached {f(sp['cached'])}, uncached {f(sp['uncached'])} "
                  f"(uncached / cached = {f(sp['uncached_over_cached'], 2)}); all sentences, cached: {result['rtf_cached']:.3f}")

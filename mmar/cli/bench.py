@@ -101,7 +101,7 @@ def _bench_image(args: argparse.Namespace) -> int:
 def _bench_tts(args: argparse.Namespace) -> int:
     from ..atomic import write_json
     from ..bench.tts import format_table, run_tts_bench
-    from ..tasks.speak import EDIT_MARGIN, MAX_MARGIN, Speaker
+    from ..tasks.speak import Speaker
     from ..tasks.tts import check_sampling
     from .tts import sampling_from_args
 
@@ -109,14 +109,11 @@ def _bench_tts(args: argparse.Namespace) -> int:
         raise MmarError("--limit must be at least 1")
     if not 1 <= args.edit_samples <= 8:
         raise MmarError("--edit-samples must be 1..8")
-    margin = EDIT_MARGIN if args.edit_margin is None else args.edit_margin
-    if not 0 <= margin <= MAX_MARGIN:
-        raise MmarError(f"--edit-margin must be 0..{MAX_MARGIN} phones, got {margin}")
     sampling = sampling_from_args(args)
     check_sampling(sampling)
     sp = Speaker.load(args.checkpoint, args.codec_checkpoint)
     result = run_tts_bench(sp, args.data, args.limit, args.uncached, args.seed, sampling,
-                           edit_samples=args.edit_samples, split=args.split, edit_margin=margin)
+                           edit_samples=args.edit_samples, split=args.split)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
@@ -195,8 +192,6 @@ def add_parser(sub) -> None:
     t.add_argument("--top-k", type=int, default=None, help="0 = off; default: 50")
     t.add_argument("--top-p", type=float, default=None, help="1 = off; default: 0.8")
     t.add_argument("--edit-samples", type=int, default=4, help="N of the best-of-N editing row")
-    t.add_argument("--edit-margin", type=int, default=None, metavar="PHONES",
-                   help="phones of context regenerated at each edit seam (as mmar edit --margin; default: EDIT_MARGIN)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", type=Path, default=None, help="tts checkpoint (default: tts-16k)")
     t.add_argument("--codec-checkpoint", type=Path, default=None)

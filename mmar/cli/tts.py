@@ -85,16 +85,13 @@ def _check_samples(args) -> None:
 
 def _edit(args) -> int:
     from ..atomic import check_target
-    from ..tasks.speak import EDIT_MARGIN, MAX_MARGIN, edit
+    from ..tasks.speak import edit
 
     _check_samples(args)
-    margin = EDIT_MARGIN if args.margin is None else args.margin
-    if not 0 <= margin <= MAX_MARGIN:
-        raise MmarError(f"--margin must be 0..{MAX_MARGIN} phones, got {margin}")
     check_target(args.output, args.force)
     sp = _speaker(args)
     audio, info = edit(sp, _read(args.input), args.to, args.from_text, sampling_from_args(args), args.seed,
-                       num_samples=args.num_samples, margin=margin)
+                       num_samples=args.num_samples)
     _write(args.output, audio, args.force)
     spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in info["spans_after_s"])
     print(f"{args.output}: {info['from']!r} → {info['to']!r}; regenerated {spans}")
@@ -132,8 +129,5 @@ def add_parser(sub) -> None:
     e.add_argument("--from", dest="from_text", help="what the recording says (default: recognised with pocketsphinx)")
     e.add_argument("--num-samples", type=int, default=1,
                    help="draw N edits in one batch and keep the one pocketsphinx hears closest to --to")
-    e.add_argument("--margin", type=int, default=None, metavar="PHONES",
-                   help="also regenerate this many phones of the neighbouring words at each seam that is not a pause "
-                        "(0..3; default: mmar.tasks.speak.EDIT_MARGIN)")
     _common(e)
     e.set_defaults(func=_edit)

@@ -30,8 +30,6 @@ from .tts import TTSModel, Voice, check_voice, edit_codes, synthesize_codes
 RATE = 16000
 MAX_PROMPT_SECONDS = 8.0  # longer prompts are cut at a word boundary (the model trained on ≤ ~7 s rows)
 MAX_EDIT_SECONDS = 30.0
-MAX_MARGIN = 3  # phones of context an edit may regenerate on each side of a change
-EDIT_MARGIN = 0  # the default of `mmar edit`, the demo and the benchmark
 MAX_TEXT_CHARS = 2000
 SILENT_PEAK = 1e-3
 SAMPLING = SamplingConfig(top_k=50, top_p=0.8)  # the default of `mmar tts`/`edit`, the demo and the benchmark;
@@ -201,20 +199,16 @@ def _regions(old: list[str], new: list[str], max_spans: int) -> list[tuple[int, 
 
 
 def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_words: list[str], new_text: str,
-              max_spans: int = 3, margin: int = 0) -> EditPlan:
+              max_spans: int = 3) -> EditPlan:
     """The aligned original (phones, each word's phone range, its words) and the new transcript
     → an :class:`EditPlan`. Pauses next to a change are regenerated with it; an insertion
-    between words without a pause takes the previous phone along (a span is never empty). A span
-    whose side is not a pause also takes ``margin`` phones of the neighbouring words along on that
-    side, so the seam falls inside a regenerated phone rather than on the aligner's boundary."""
-    if not 0 <= margin <= MAX_MARGIN:
-        raise MmarError(f"the edit margin must be 0..{MAX_MARGIN} phones, got {margin}")
+    between words without a pause takes the previous phone along (a span is never empty)."""
     new_words = spoken_words(new_text)
     if not new_words:
         raise MmarError("--to has no words")
     if new_words == old_words:
         raise MmarError("--to says the same words as the original: nothing to edit")
-    cores = []  # each change with its pauses: [a, b) of the old phones → the new phones
+    ranges, news = [], []
     for i1, i2, j1, j2 in _regions(old_words, new_words, max_spans):
         a = word_ranges[i1][0] if i1 < len(old_words) else len(old_phones)
         b = word_ranges[i2 - 1][1] if i2 > i1 else a
@@ -228,18 +222,8 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
                 a, add = a - 1, [old_phones[a - 1]] + add
             else:
                 b, add = b + 1, add + [old_phones[b]]
-        cores.append((a, b, add))
-    ranges, news = [], []
-    for k, (a, b, add) in enumerate(cores):
-        lo = cores[k - 1][1] if k else 0  # margins take unchanged phones only, never a neighbour's
-        hi = cores[k + 1][0] if k + 1 < len(cores) else len(old_phones)
-        for _ in range(margin):
-            if lo < a and add[0] != PAUSE:
-                a, add = a - 1, [old_phones[a - 1]] + add
-            if b < hi and add[-1] != PAUSE:
-                b, add = b + 1, add + [old_phones[b]]
         add = [p for k, p in enumerate(add) if not (p == PAUSE and k and add[k - 1] == PAUSE)]  # one pause, not two
-        if ranges and a <= ranges[-1][1]:  # spans that share unchanged phones (a pause, a margin) or touch: one span
+        if ranges and a < ranges[-1][1]:  # margins overlap (a shared pause): one span
             (a0, b0), prev = ranges.pop(), news.pop()
             add, a = prev + add[b0 - a :], a0
         ranges.append((a, b))
@@ -254,13 +238,12 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
 
 def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None,
          sampling: SamplingConfig = SAMPLING, seed: int = 0, fade: float = 0.01,
-         num_samples: int = 1, margin: int = EDIT_MARGIN) -> tuple[np.ndarray, dict]:
+         num_samples: int = 1) -> tuple[np.ndarray, dict]:
     """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
     edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and
     after, the candidates' WERs and which was picked). Audio outside the spans is the original's.
     ``num_samples`` > 1 samples that many edits in one batch, splices each, and keeps the one
-    pocketsphinx hears closest to the new transcript. ``margin``: phones of context regenerated
-    on each side of a change (:func:`plan_edit`)."""
+    pocketsphinx hears closest to the new transcript."""
     from ..data.tts_corpus import phone_frames
     from ..text.align import align_phones
     from ..text.arpabet import PHONES
@@ -278,7 +261,7 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
         raise MmarError("the recording is too short for its transcript")
     ids, starts = framed
     old_phones = [PHONES[i] for i in ids]
-    plan = plan_edit(old_phones, al.word_phones, old_words, new_text, sp.tts.ids.max_spans, margin)
+    plan = plan_edit(old_phones, al.word_phones, old_words, new_text, sp.tts.ids.max_spans)
     voice = Voice(codes, sp.tts.phone_index(old_phones), torch.from_numpy(starts).long())
     cands = edit_codes(sp.tts, voice, plan.ranges, [sp.tts.phone_index(p) for p in plan.new],
                        sp.tts.phone_index(plan.phones), sampling, seed, num_samples=num_samples)
