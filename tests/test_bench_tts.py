@@ -35,6 +35,17 @@ def test_a_valid_row_rebuilds_the_audio_the_corpus_encoded(corpus):
     assert np.array_equal(C.encode(audio, codes.shape[0]), codes[:, offsets[k] : offsets[k + 1]])
 
 
+def test_a_test_row_rebuilds_its_wav(corpus):
+    """The editing rows' "new text read" baseline re-synthesises a test row with other words: the
+    row alone must give back the voice (shift included) that the test wav holds."""
+    from mmar.bench.tts import split_audio
+
+    for items in split_audio(corpus, "test").values():
+        m, wav = items[-1]
+        audio, _ = C.job_audio(m)
+        assert audio.shape == wav.shape and np.abs(audio - wav).max() < 1e-3
+
+
 def test_bench_runs_end_to_end_and_keeps_the_unedited_audio(corpus):
     from mmar.bench.tts import format_table, run_tts_bench, split_audio
     from mmar.errors import MmarError
@@ -49,4 +60,5 @@ def test_bench_runs_end_to_end_and_keeps_the_unedited_audio(corpus):
     for row in r["voices"].values():
         assert row["utterances"] == 2 and 0 <= row["tts_wer"] and row["dur_ratio"] > 0.3
         assert row["edit_failed"] == 2 or row["edit_outside"] < 0.05  # only the edited span changes
+        assert row["edit_failed"] == 2 or 0 <= row["edit_reread_wer"]
     assert r["speed"]["cached"] > 0 and "split: test" in format_table(r)

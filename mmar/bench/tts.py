@@ -12,7 +12,9 @@ In one run, per test voice:
   to the similarity of real recordings of the same and of the other voice;
 - **default voice**: the same sentences with no prompt;
 - **editing**: one word of each original replaced by another word; WER against the new
-  transcript next to the originals' WER, and the largest sample difference outside the
+  transcript next to the originals' WER and next to the WER of the original voice (flite, with
+  the row's F0, stretch and shift) reading the new transcript — what the recogniser makes of
+  the new sentence itself, a floor for any edit — and the largest sample difference outside the
   regenerated spans (0 apart from the 10 ms cross-fades); once with one sample, once best of
   ``edit_samples`` (picked by pocketsphinx, the same recogniser that scores it: read that row as
   what a user of ``--num-samples`` gets, not as an independent quality measure);
@@ -123,6 +125,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
                   sampling: SamplingConfig = SAMPLING, log=print, edit_samples: int = 4,
                   split: str = "test") -> dict:
     """Score ``sp`` on a split of the corpus in ``data`` (see the module doc) → a JSON-able result."""
+    from ..data.tts_corpus import job_audio
     from ..text.align import recognise
 
     by_voice = split_audio(data, split, limit)
@@ -134,7 +137,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
     for voice_name, items in by_voice.items():
         rows = {k: [] for k in ("orig_wer", "orig_cer", "resyn_wer", "resyn_cer", "tts_wer", "tts_cer", "dur_ratio",
                                 "silence", "sim_prompt", "default_wer", "edit_wer", "edit_best_wer", "edit_orig_wer",
-                                "edit_outside", "prompt_unaligned", "edit_failed")}
+                                "edit_reread_wer", "edit_outside", "prompt_unaligned", "edit_failed")}
         embeds[voice_name] = []
         for i, (m, audio) in enumerate(items):
             text = m["text"]
@@ -190,6 +193,8 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             else:  # one sample is the edit above (same seed)
                 rows["edit_best_wer"].append(rows["edit_wer"][-1])
             rows["edit_orig_wer"].append(rows["orig_wer"][-1])
+            reread = job_audio({**m, "text": " ".join(new_words)})  # the source voice reading the new words
+            rows["edit_reread_wer"].append(wer(" ".join(new_words), recognise(reread[0])) if reread is not None else None)
             rows["edit_outside"].append(_outside_error(audio, edited, info, sp.hop))
             log(f"  {voice_name} {i + 1}/{len(items)}: tts WER {rows['tts_wer'][-1]:.2f}  edit WER {rows['edit_wer'][-1]:.2f}")
         counts = {k: len(rows.pop(k)) for k in ("prompt_unaligned", "edit_failed")}  # how often alignment failed
@@ -268,12 +273,12 @@ def format_table(result: dict) -> str:
     """The result as aligned text tables."""
     lines = [f"split: {result.get('split', 'test')}",
              "voice         n   flite WER  resyn WER  TTS WER  TTS CER  default WER  dur ratio  longest sil  sim→prompt  "
-             "edit WER  edit best-of-N  orig WER  outside err  unaligned (prompt/edit)"]
+             "edit WER  edit best-of-N  orig WER  new text read  outside err  unaligned (prompt/edit)"]
     f = lambda x, p=3: "—" if x is None else f"{x:.{p}f}"  # noqa: E731
     for v, r in result["voices"].items():
         lines.append(f"{v:<12} {r['utterances']:>2}   {f(r['orig_wer']):>9}  {f(r['resyn_wer']):>9}  {f(r['tts_wer']):>7}  "
                      f"{f(r['tts_cer']):>7}  {f(r['default_wer']):>11}  {f(r['dur_ratio'], 2):>9}  {f(r['silence'], 2):>11}  "
-                     f"{f(r['sim_prompt']):>10}  {f(r['edit_wer']):>8}  {f(r['edit_best_wer']):>13}  {f(r['edit_orig_wer']):>8}  {f(r['edit_outside'], 4):>11}  "
+                     f"{f(r['sim_prompt']):>10}  {f(r['edit_wer']):>8}  {f(r['edit_best_wer']):>13}  {f(r['edit_orig_wer']):>8}  {f(r.get('edit_reread_wer')):>13}  {f(r['edit_outside'], 4):>11}  "
                      f"{r['prompt_unaligned']}/{r['edit_failed']}")
     lines.append("\nspeaker similarity (resemblyzer cosine)")
     for v, s in result["similarity"].items():
@@ -282,7 +287,8 @@ def format_table(result: dict) -> str:
                          f"TTS–same {f(s['tts_same'])}  TTS–other {f(s['tts_other'])}  closer to own voice {f(s['tts_closer_to_own_voice'], 2)}")
         else:
             lines.append(f"  {s}")
-    lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript")
+    lines.append(f"edit best-of-N: N = {result['edit_samples']}, picked by pocketsphinx agreement with the new transcript; "
+                 "new text read: the original voice (flite) reading the new transcript")
     sp = result["speed"]
     lines.append(f"\nreal-time factor ({sp['torch_threads']} torch threads): cached {f(sp['cached'])}, uncached {f(sp['uncached'])} "
                  f"(uncached / cached = {f(sp['uncached_over_cached'], 2)}); all sentences, cached: {result['rtf_cached']:.3f}")
