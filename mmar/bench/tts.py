@@ -179,22 +179,22 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             # editing: replace the longest word by another word
             words = spoken_words(text)
             k = max(range(len(words)), key=lambda j: len(words[j]))
-            new_words = words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :]
+            new_text = " ".join(words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :])
             try:
-                edited, info = edit(sp, audio, " ".join(new_words), text, sampling, seed + i)
+                edited, info = edit(sp, audio, new_text, text, sampling, seed + i)
             except MmarError as e:
                 log(f"  edit {i}: {e}")
                 rows["edit_failed"].append(1.0)
                 continue
-            rows["edit_wer"].append(wer(" ".join(new_words), recognise(edited)))
+            rows["edit_wer"].append(wer(new_text, recognise(edited)))
             if edit_samples > 1:
-                best, _ = edit(sp, audio, " ".join(new_words), text, sampling, seed + i, num_samples=edit_samples)
-                rows["edit_best_wer"].append(wer(" ".join(new_words), recognise(best)))
+                best, _ = edit(sp, audio, new_text, text, sampling, seed + i, num_samples=edit_samples)
+                rows["edit_best_wer"].append(wer(new_text, recognise(best)))
             else:  # one sample is the edit above (same seed)
                 rows["edit_best_wer"].append(rows["edit_wer"][-1])
             rows["edit_orig_wer"].append(rows["orig_wer"][-1])
-            reread = job_audio({**m, "text": " ".join(new_words)})  # the source voice reading the new words
-            rows["edit_reread_wer"].append(wer(" ".join(new_words), recognise(reread[0])) if reread is not None else None)
+            reread = job_audio({**m, "text": new_text})  # the source voice reading the new words
+            rows["edit_reread_wer"].append(wer(new_text, recognise(reread[0])) if reread is not None else None)
             rows["edit_outside"].append(_outside_error(audio, edited, info, sp.hop))
             log(f"  {voice_name} {i + 1}/{len(items)}: tts WER {rows['tts_wer'][-1]:.2f}  edit WER {rows['edit_wer'][-1]:.2f}")
         counts = {k: len(rows.pop(k)) for k in ("prompt_unaligned", "edit_failed")}  # how often alignment failed

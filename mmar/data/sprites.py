@@ -152,11 +152,11 @@ def caption_of(name: str, motion: str, bounced: bool, max_words: int | None = No
     verb = {"grows": "grows", "appears": "appears"}.get(motion, f"moves {motion}")
     tail = verb + (", then bounces" if bounced else "")
     if max_words is not None:
-        budget = max_words - len(words(tail))
+        budget, named = max_words - len(words(tail)), words(name)
         if budget < 1:
             raise ValueError(f"max_words={max_words} leaves no room for the name before {tail!r}")
-        if len(words(name)) > budget:
-            name = " ".join(words(name)[:budget])
+        if len(named) > budget:
+            name = " ".join(named[:budget])
     return f"{name} {tail}"
 
 
