@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmar.errors import MmarError, command, gradio_errors, require
-from mmar.tasks.image_latent import load_image_vae
+from mmar.errors import command, gradio_errors, require
+from mmar.tasks.image_latent import vae_for
 from mmar.tasks.video import generate_frames, load_video
 from mmar.tokenizers.image_cnn import to_uint8
 from mmar.video_io import read_frames, write_video
@@ -32,9 +32,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
     """The Gradio Blocks app over the video model and σ-VAE found at these paths (or by name)."""
     gr = require("gradio", "demo")
     vm = load_video(checkpoint)
-    tok = load_image_vae(tokenizer_checkpoint)
-    if vm.tokenizer_weights and not tok.speaks(vm.tokenizer_weights):
-        raise MmarError(f"{vm.model_id} was trained on VAE weights {vm.tokenizer_weights}, not {tok.weights}")
+    tok = vae_for(vm.model_id, vm.tokenizer_weights, tokenizer_checkpoint)
     out_dir = Path(tempfile.mkdtemp(prefix="mmar_video_"))
     errors_to_gradio = gradio_errors(gr)
 

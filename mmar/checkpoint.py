@@ -27,10 +27,12 @@ TRAINING_ONLY = ("ema_", "initialized")  # buffers that training keeps and infer
 # The shipped checkpoint that holds each weights digest, or speaks its codes (the short ids of
 # mmar.coding.header; a decoder retrained on frozen codes speaks its parent's). A
 # file or model that names its codec's weights is served by that checkpoint when none is given, so
-# files written under an earlier default keep decoding and a TTS model finds the codec it learnt.
+# files written under an earlier default keep decoding, a TTS model finds the codec it learnt and a
+# video model the σ-VAE it learnt.
 SHIPPED: dict[str, str] = {
     "3e8eaeba": "speech-codec-16k-v1", "463d917f": "speech-codec-16k", "44e826f7": "speech-codec-16k",
     "350d060a": "speech-lm-16k-v1", "4e8968ab": "speech-lm-16k",
+    "9eb62162": "image-vae-64",
 }
 
 

@@ -12,17 +12,21 @@ Config knobs beyond the model: ``train.device`` ("auto": the GPU when there is o
 ``train.freeze`` (e.g. ``["encoder", "quantizer"]``: train the decoder alone, so the codes and
 every model trained on them stay valid), ``optim.minutes`` (a wall-clock budget that the LR
 schedule follows, for fixed-time GPU runs), ``data.augment`` (the probability that a crop is
-augmented on the fly, :mod:`mmar.data.augment`); ``--init DIR`` starts from a checkpoint's weights.
+augmented on the fly, :mod:`mmar.data.augment`) and ``data.augment_workers`` (processes that
+augment a batch in parallel; default: the cores beyond 4, at most 15, so that a GPU is not kept
+waiting on numpy); ``--init DIR`` starts from a checkpoint's weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors.torch import load_file
@@ -44,19 +48,31 @@ def pick_levels(k: int, focus: list[int], g: torch.Generator) -> int:
     return int(torch.randint(1, k + 1, (), generator=g))
 
 
-def augmented(audio: torch.Tensor, p: float, gen: torch.Generator, sample_rate: int) -> torch.Tensor:
+def augmented(audio: torch.Tensor, p: float, gen: torch.Generator, sample_rate: int,
+              pool: Executor | None = None) -> torch.Tensor:
     """Each crop of audio [B, N] is, with probability ``p``, replaced by one random
     :func:`mmar.data.augment.augment` of it (pitch/formant shift, band limit, room, noise, gain),
-    seeded from ``gen`` so that a resumed run draws the same augmentations."""
-    from mmar.data.augment import augment
+    seeded from ``gen`` so that a resumed run draws the same augmentations. ``pool`` spreads the
+    crops over processes; the result is the same without it."""
+    from mmar.data.augment import augment_seeded
 
     seeds = torch.randint(0, 2**31 - 1, (audio.shape[0],), generator=gen).tolist()
     picks = torch.rand(audio.shape[0], generator=gen).tolist()
     x = audio.numpy().copy()
-    for i, (seed, u) in enumerate(zip(seeds, picks)):
-        if u < p:
-            x[i] = augment(x[i], np.random.default_rng(seed), sample_rate)
+    todo = [i for i, u in enumerate(picks) if u < p]
+    work = ([x[i] for i in todo], [seeds[i] for i in todo], [sample_rate] * len(todo))
+    done = pool.map(augment_seeded, *work, chunksize=max(1, len(todo) // 16)) if pool else map(augment_seeded, *work)
+    for i, y in zip(todo, done):
+        x[i] = y
     return torch.from_numpy(x)
+
+
+def augment_pool(workers: int | None, world: int = 1) -> Executor | None:
+    """Processes for :func:`augmented`: ``workers`` (0: none), or by default this rank's share of the
+    cores beyond 4, at most 15 (none on a small machine, where the training step needs every core)."""
+    if workers is None:
+        workers = min(15, max(0, len(os.sched_getaffinity(0)) // world - 4))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 0 else None
 
 
 @torch.no_grad()
@@ -122,6 +138,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     total, metrics = oc["steps"], {}
     end = min(total, stop_after) if stop_after else total
     budget = Budget(end, oc.get("minutes"))
+    pool = augment_pool(dc.get("augment_workers"), dist_info.world) if dc.get("augment") else None
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="codec", dynamic_ncols=True)
     mlog = MetricsLog(out / "metrics.csv", ["loss", "recon", "commit", "levels", "lr"], tc["log_every"], step == 0, dist_info.main)
     while not budget.done(step):
@@ -130,7 +147,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
             group["lr"] = lr
         audio = dataset.batch(tc["batch_size"], gen)
         if dc.get("augment"):
-            audio = augmented(audio, dc["augment"], gen, mc.sample_rate)
+            audio = augmented(audio, dc["augment"], gen, mc.sample_rate, pool)
         audio = audio.to(device)
         levels = pick_levels(mc.levels, tc["level_focus"], gen)
         rec, q = model(audio, levels=levels, update="quantizer" not in frozen, generator=gen)
@@ -152,6 +169,8 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
             save_state(state_path, codec, optim, step, gen, {"config": cfg}, ema)
     bar.close()
     mlog.close()
+    if pool is not None:
+        pool.shutdown()
     if dist_info.main and (step >= total or oc.get("minutes")):
         export((ema.model if ema is not None else codec).cpu(), out / "export", tokens=tokens)
     return metrics

@@ -63,6 +63,22 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     assert torch.equal(exported["decoder.out.weight"], sa["ema.decoder.out.weight"].half().float())  # the EMA is exported
 
 
+def test_augmenting_in_worker_processes_equals_augmenting_here():
+    """The process pool that keeps a GPU fed changes nothing: the same crops, the same seeds, the
+    same result; crops not picked stay untouched."""
+    audio = torch.randn(6, 4000) * 0.1
+    serial = train_codec.augmented(audio, 0.6, torch.Generator().manual_seed(3), 16000)
+    pool = train_codec.augment_pool(2)
+    try:
+        parallel = train_codec.augmented(audio, 0.6, torch.Generator().manual_seed(3), 16000, pool)
+    finally:
+        pool.shutdown()
+    assert torch.equal(serial, parallel)
+    changed = [not torch.equal(serial[i], audio[i]) for i in range(6)]
+    assert 0 < sum(changed) < 6
+    assert train_codec.augment_pool(0) is None
+
+
 def test_decoder_only_fine_tune_keeps_the_codes(data_dir, tmp_path):
     """freeze = encoder + quantizer: a run started from a checkpoint changes only the decoder, so
     files and models made with the old codes stay valid."""

@@ -256,3 +256,21 @@ def test_bench_video_cli(named_shapes_dir, tmp_path, capsys):
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["split"] == "valid"
     assert main(["bench", "video", "--data", str(named_shapes_dir), "--clips", "0"]) == 2
+
+
+def test_a_video_model_finds_the_shipped_vae_it_learnt():
+    """SHIPPED maps each shipped σ-VAE's sha256[:8] to its directory, so a model that names those
+    weights loads that VAE by default; weights no shipped VAE holds get a one-line error."""
+    from pathlib import Path
+
+    from mmar.checkpoint import SHIPPED, weights_hash
+    from mmar.tasks.image_latent import vae_for
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    vaes = {w: name for w, name in SHIPPED.items() if name.startswith("image-vae")}
+    assert vaes
+    for w, name in vaes.items():
+        assert weights_hash(root / name / "model.safetensors") == w
+        assert vae_for("video-x", w).weights == w
+    with pytest.raises(MmarError, match="trained on VAE weights 0badf00d"):
+        vae_for("video-x", "0badf00d")

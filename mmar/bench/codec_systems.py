@@ -73,12 +73,15 @@ class MmarCodecSystem:
 
 
 def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None,
-                 label: str = "", lm_default_only: bool = False) -> list[MmarCodecSystem]:
-    """One system per raw bitrate, plus, when an LM checkpoint is given or shipped, its coarse-only
-    and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the LM's default λ
-    (``lm_default_only``: the default λ with the fine model alone). ``label`` prefixes the names."""
+                 label: str = "", lm_default_only: bool = False, use_lm: bool = True) -> list[MmarCodecSystem]:
+    """One system per raw bitrate, plus, when an LM checkpoint is given or shipped (and ``use_lm``),
+    its coarse-only and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the
+    LM's default λ (``lm_default_only``: the default λ with the fine model alone). ``label``
+    prefixes the names."""
     codec = load_codec(checkpoint)
     systems = [MmarCodecSystem(codec, b, label=label) for b in bitrates]
+    if not use_lm:
+        return systems
     if lm_checkpoint is None:
         try:
             lm_checkpoint = find_checkpoint("speech-lm-16k")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.sprites import SpriteClips, motion_of, sprite_track
-from ..tasks.image_latent import load_image_vae
+from ..tasks.image_latent import vae_for
 from ..tasks.video import VideoModel, generate_frames, load_video
 from ..tokenizers.image_cnn import to_uint8
 from .image import psnr, ssim
@@ -87,7 +87,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
-    tok = load_image_vae(tokenizer)
+    tok = vae_for(vm.model_id, vm.tokenizer_weights, tokenizer)
     test = SpriteClips(data, split, frames=context + horizon, seed=seed, max_words=vm.vocab.max_len)
     cl = [test.clip(i) for i in range(clips)]
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]

@@ -33,9 +33,10 @@ def _bench_codec(args: argparse.Namespace) -> int:
     if not found:
         raise MmarError(f"no audio clips in {args.clips}")
     clips, speakers = [c for c, _ in found], [s for _, s in found]
-    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint)
+    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint, use_lm=not args.no_lm)
     for path in args.compare or []:  # other codec checkpoints, side by side in the same run
-        ours += mmar_systems(path, args.bitrates, args.lm_checkpoint, label=f"[{path.name}] ", lm_default_only=True)
+        ours += mmar_systems(path, args.bitrates, args.lm_checkpoint, label=f"[{path.name}] ", lm_default_only=True,
+                             use_lm=not args.no_lm)
     result = run_codec_bench(clips, ours + default_baselines(), None, args.png, visqol=False if args.no_visqol else None,
                              log=print, speakers=speakers)
     result["mmar"] = {s.name: s.summary() for s in ours}
@@ -57,6 +58,7 @@ def _add_codec_parser(bsub) -> None:
     c.add_argument("--bitrates", type=float, nargs="+", default=[1.5, 3.0, 6.0])
     c.add_argument("--checkpoint", type=Path, default=None)
     c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")
+    c.add_argument("--no-lm", action="store_true", help="raw codec rows only (the LM rows take most of the time)")
     c.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                    help="more codec checkpoints to score in the same run (raw rows + the LM's default mode, if it speaks their codes)")
     c.add_argument("--json", type=Path)
@@ -169,7 +171,7 @@ def add_parser(sub) -> None:
     v = bsub.add_parser("video", help="video continuation, caption adherence, cache-reuse speed and rollout memory on test clips")
     v.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (the sprites; python -m mmar.data.emoji)")
     v.add_argument("--checkpoint", type=Path, default=None, help="video model (default: video-64)")
-    v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: image-vae-64)")
+    v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: the one the model was trained on)")
     v.add_argument("--clips", type=int, default=32)
     v.add_argument("--split", choices=("test", "valid"), default="test",
                    help="sprites never trained on: valid for decisions, test for reporting")

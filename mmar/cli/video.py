@@ -4,8 +4,9 @@ Caption → frames, or a continuation of prompt frames: the prompt (an MP4/WebM/
 animated GIF, or one still image) is read up to its first 256 frames, each centre-cropped to a
 square and resized to 64×64 (Lanczos, alpha on white); the output file holds the prompt frames
 followed by the N new ones, 64×64 at 8 frames per second, as H.264 MP4 or a looping GIF, written
-atomically (never over an existing file without -f). Checkpoints: --checkpoint (video-64) and
---tokenizer-checkpoint (image-vae-64), else those names on the checkpoint search path.
+atomically (never over an existing file without -f). Checkpoints: --checkpoint (default video-64 on
+the checkpoint search path) and --tokenizer-checkpoint (default: the shipped σ-VAE the model was
+trained on).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _generate(args) -> int:
     import torch
 
     from ..atomic import check_target
-    from ..tasks.image_latent import load_image_vae
+    from ..tasks.image_latent import vae_for
     from ..tasks.video import generate_frames, load_video
     from ..text.captions import words
     from ..tokenizers.image_cnn import to_uint8
@@ -40,9 +41,7 @@ def _generate(args) -> int:
         raise MmarError(f"caption {args.caption!r:.60} has no words (an empty caption means unconditional)")
     check_target(args.output, args.force)
     vm = load_video(args.checkpoint)
-    tok = load_image_vae(args.tokenizer_checkpoint)
-    if vm.tokenizer_weights and not tok.speaks(vm.tokenizer_weights):
-        raise MmarError(f"{vm.model_id} was trained on VAE weights {vm.tokenizer_weights}, not {tok.weights} ({tok.model_id})")
+    tok = vae_for(vm.model_id, vm.tokenizer_weights, args.tokenizer_checkpoint)
     vm.vocab.encode(args.caption)  # too long → one error line
     side = tok.cfg.image_size
     prompt_frames = np.zeros((0, side, side, 3), np.uint8)
@@ -80,5 +79,5 @@ def add_parser(sub) -> None:
     g.add_argument("--temperature", type=float, default=1.0, metavar="T", help="scale of the starting noise")
     g.add_argument("--fps", type=int, default=8, choices=range(1, 61), metavar="FPS", help="frames per second (default 8)")
     g.add_argument("--checkpoint", type=Path, default=None, metavar="DIR", help="video model (default: video-64)")
-    g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: image-vae-64)")
+    g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: the one the model was trained on)")
     g.set_defaults(func=_generate)

@@ -122,6 +122,12 @@ def _band(x: np.ndarray, lo: float | None, hi: float | None, sample_rate: int) -
     return np.fft.irfft(spec * gain, n=len(x)).astype(np.float32)
 
 
+def augment_seeded(x: np.ndarray, seed: int, sample_rate: int = 16000) -> np.ndarray:
+    """:func:`augment` with its generator made from ``seed``, float32 [N] → [N]: a picklable unit
+    of work for a process pool."""
+    return augment(x, np.random.default_rng(seed), sample_rate)
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000,
             max_semitones: float = 6.0) -> np.ndarray:
     """One random augmentation of a crop, float32 [N] → float32 [N] (see the module doc)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import find_checkpoint, load_task_model
+from ..checkpoint import checkpoint_for, find_checkpoint, load_task_model
 from ..errors import MmarError
 from ..generation import CachedStepper, UncachedStepper, hidden, latent_loop
 from ..heads import DiffusionConfig, DiffusionHead
@@ -139,6 +139,16 @@ def load_image_latent(path: Path | None = None) -> ImageLatentAR:
 def load_image_vae(path: Path | None = None) -> LoadedTokenizer:
     """The ``image_vae`` tokenizer (default: ``image-vae-64`` on the checkpoint search path)."""
     return load_tokenizer("image_vae", find_checkpoint(TOKENIZER_NAME, path))
+
+
+def vae_for(model_id: str, tokenizer_weights: str, path: Path | None = None) -> LoadedTokenizer:
+    """The σ-VAE whose latents a model (``model_id``, trained on VAE ``tokenizer_weights``)
+    learned: ``path`` if given, else the shipped checkpoint holding those weights
+    (:data:`mmar.checkpoint.SHIPPED`), else ``image-vae-64``; :class:`MmarError` if it is another VAE."""
+    tok = load_image_vae(checkpoint_for(tokenizer_weights, path))
+    if tokenizer_weights and not tok.speaks(tokenizer_weights):
+        raise MmarError(f"{model_id} was trained on VAE weights {tokenizer_weights}, not {tok.weights} ({tok.model_id})")
+    return tok
 
 
 def check_vae_pair(ar: ImageLatentAR, tok: LoadedTokenizer) -> None:
