@@ -14,7 +14,10 @@ every model trained on them stay valid), ``optim.minutes`` (a wall-clock budget 
 schedule follows, for fixed-time GPU runs), ``data.augment`` (the probability that a crop is
 augmented on the fly, :mod:`mmar.data.augment`) and ``data.augment_workers`` (processes that
 augment a batch in parallel; default: the cores beyond 4, at most 15, so that a GPU is not kept
-waiting on numpy); ``--init DIR`` starts from a checkpoint's weights.
+waiting on numpy), ``train.adversarial`` (a multi-scale STFT discriminator,
+:mod:`mmar.tokenizers.discriminator`: ``weight`` of the hinge loss, ``feature_weight`` of feature
+matching, ``start`` step, ``lr``, ``betas``, ``model`` sizes; its state resumes from
+``<out>/disc.safetensors``); ``--init DIR`` starts from a checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from tqdm import tqdm
 
 from mmar.checkpoint import inference_state, load_pretrained, save_pretrained, substate
 from mmar.data.crops import CropDataset
+from mmar.tokenizers.discriminator import (DiscriminatorConfig, MultiScaleSTFTDiscriminator, discriminator_loss,
+                                           generator_losses)
 from mmar.tokenizers.spectral import MultiResolutionLoss
 from mmar.tokenizers.speech_codec import CodecConfig, SpeechCodec
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, load_state, lr_at, optimizer_step, pick_device,
@@ -73,6 +78,29 @@ def augment_pool(workers: int | None, world: int = 1) -> Executor | None:
     if workers is None:
         workers = min(15, max(0, len(os.sched_getaffinity(0)) // world - 4))
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 0 else None
+
+
+class Adversary:
+    """The discriminator of ``train.adversarial`` with its optimiser. :meth:`losses` trains it one
+    step on a batch, then returns the generator's weighted adversarial + feature-matching loss."""
+
+    def __init__(self, ac: dict, device: torch.device, world: int):
+        sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in ac.get("model", {}).items()}
+        self.disc = MultiScaleSTFTDiscriminator(DiscriminatorConfig(**sizes)).to(device)
+        self.net = DDP(self.disc, device_ids=[device] if device.type == "cuda" else None) if world > 1 else self.disc
+        self.optim = torch.optim.AdamW(self.disc.parameters(), lr=ac.get("lr", 2e-4), betas=tuple(ac.get("betas", (0.5, 0.9))))
+        self.weight, self.feature_weight, self.start = ac.get("weight", 1.0), ac.get("feature_weight", 1.0), ac.get("start", 0)
+
+    def losses(self, audio: torch.Tensor, rec: torch.Tensor, grad_clip: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """audio, rec [B, N] → (weighted generator loss, its parts and the discriminator's loss)."""
+        d = discriminator_loss(self.net(audio), self.net(rec.detach()))
+        optimizer_step(d, self.optim, list(self.disc.parameters()), grad_clip)
+        self.disc.requires_grad_(False)  # the generator's step leaves the discriminator alone
+        with torch.no_grad():
+            real = self.disc(audio)
+        adv, fm = generator_losses(real, self.disc(rec))
+        self.disc.requires_grad_(True)
+        return self.weight * adv + self.feature_weight * fm, {"adv": adv.item(), "fm": fm.item(), "disc": d.item()}
 
 
 @torch.no_grad()
@@ -122,10 +150,13 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     params = [p for p in codec.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
     out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "state.safetensors"
+    state_path, disc_path = out / "state.safetensors", out / "disc.safetensors"
+    adversary = Adversary(tc["adversarial"], device, dist_info.world) if tc.get("adversarial") else None
     step = 0
     if state_path.exists():
         step = load_state(state_path, codec, optim, gen, ema)
+        if adversary is not None and disc_path.exists():
+            load_state(disc_path, adversary.disc, adversary.optim, gen)  # saved with the same generator state
     elif not bool(codec.quantizer.codebooks[0].initialized):
         with torch.no_grad():
             audio = torch.cat([dataset.batch(tc["batch_size"], gen) for _ in range(tc["kmeans_batches"])]).to(device)
@@ -140,7 +171,9 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
     budget = Budget(end, oc.get("minutes"))
     pool = augment_pool(dc.get("augment_workers"), dist_info.world) if dc.get("augment") else None
     bar = tqdm(total=end, initial=step, disable=not (progress and dist_info.main), desc="codec", dynamic_ncols=True)
-    mlog = MetricsLog(out / "metrics.csv", ["loss", "recon", "commit", "levels", "lr"], tc["log_every"], step == 0, dist_info.main)
+    adv_cols = ["adv", "fm", "disc"] if adversary is not None else []
+    mlog = MetricsLog(out / "metrics.csv", ["loss", "recon", "commit", "levels", "lr", *adv_cols], tc["log_every"], step == 0,
+                      dist_info.main)
     while not budget.done(step):
         lr = lr_at(budget.schedule_step(step), oc["lr"], oc["warmup"], total)
         for group in optim.param_groups:
@@ -153,19 +186,25 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         rec, q = model(audio, levels=levels, update="quantizer" not in frozen, generator=gen)
         recon = loss_fn(rec, audio)
         loss = recon + tc["commit_weight"] * q.commit
+        parts = dict.fromkeys(adv_cols, 0.0)
+        if adversary is not None and step >= adversary.start:
+            g, parts = adversary.losses(audio, rec, oc["grad_clip"])
+            loss = loss + g
         optimizer_step(loss, optim, params, oc["grad_clip"], ema, codec)
         step += 1
         bar.update(1)
         if mlog.due(step):
             lv, rv, cv = loss.item(), recon.item(), q.commit.item()
-            metrics = {"step": step, "loss": lv, "recon": rv, "commit": cv, "levels": levels, "lr": lr}
-            mlog.write(step, [f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}"])
+            metrics = {"step": step, "loss": lv, "recon": rv, "commit": cv, "levels": levels, "lr": lr, **parts}
+            mlog.write(step, [f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}", *(f"{parts[k]:.5f}" for k in adv_cols)])
             bar.set_postfix(loss=f"{lv:.3f}")
         if valid is not None and dist_info.main and step % tc["eval_every"] == 0:
             ev = evaluate(ema.model if ema is not None else codec, loss_fn, valid, [3, 6, mc.levels])
             metrics.update(ev)
             append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or budget.done(step)):
+            if adversary is not None:
+                save_state(disc_path, adversary.disc, adversary.optim, step, gen, {})
             save_state(state_path, codec, optim, step, gen, {"config": cfg}, ema)
     bar.close()
     mlog.close()
