@@ -32,7 +32,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
     """The Gradio Blocks app over the video model and σ-VAE found at these paths (or by name)."""
     gr = require("gradio", "demo")
     vm = load_video(checkpoint)
-    tok = vae_for(vm.model_id, vm.tokenizer_weights, tokenizer_checkpoint)
+    tok = vae_for(vm, tokenizer_checkpoint)
     out_dir = Path(tempfile.mkdtemp(prefix="mmar_video_"))
     errors_to_gradio = gradio_errors(gr)
 

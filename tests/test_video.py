@@ -262,6 +262,7 @@ def test_a_video_model_finds_the_shipped_vae_it_learnt():
     """SHIPPED maps each shipped σ-VAE's sha256[:8] to its directory, so a model that names those
     weights loads that VAE by default; weights no shipped VAE holds get a one-line error."""
     from pathlib import Path
+    from types import SimpleNamespace
 
     from mmar.checkpoint import SHIPPED, weights_hash
     from mmar.tasks.image_latent import vae_for
@@ -269,8 +270,11 @@ def test_a_video_model_finds_the_shipped_vae_it_learnt():
     root = Path(__file__).resolve().parents[1] / "checkpoints"
     vaes = {w: name for w, name in SHIPPED.items() if name.startswith("image-vae")}
     assert vaes
+    model = lambda w, c=4: SimpleNamespace(model_id="video-x", tokenizer_weights=w, latent_dim=c, grid=(8, 8))  # noqa: E731
     for w, name in vaes.items():
         assert weights_hash(root / name / "model.safetensors") == w
-        assert vae_for("video-x", w).weights == w
+        assert vae_for(model(w)).weights == w
     with pytest.raises(MmarError, match="trained on VAE weights 0badf00d"):
-        vae_for("video-x", "0badf00d")
+        vae_for(model("0badf00d"))
+    with pytest.raises(MmarError, match="models 3 channels"):
+        vae_for(model(next(iter(vaes)), 3))

@@ -87,7 +87,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
-    tok = vae_for(vm.model_id, vm.tokenizer_weights, tokenizer)
+    tok = vae_for(vm, tokenizer)
     test = SpriteClips(data, split, frames=context + horizon, seed=seed, max_words=vm.vocab.max_len)
     cl = [test.clip(i) for i in range(clips)]
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]

@@ -41,7 +41,7 @@ def _generate(args) -> int:
         raise MmarError(f"caption {args.caption!r:.60} has no words (an empty caption means unconditional)")
     check_target(args.output, args.force)
     vm = load_video(args.checkpoint)
-    tok = vae_for(vm.model_id, vm.tokenizer_weights, args.tokenizer_checkpoint)
+    tok = vae_for(vm, args.tokenizer_checkpoint)
     vm.vocab.encode(args.caption)  # too long → one error line
     side = tok.cfg.image_size
     prompt_frames = np.zeros((0, side, side, 3), np.uint8)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -29,6 +30,9 @@ from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer, load_tokenizer
 from ..transformer import TRUNK_BOUNDS, CausalTransformer, TransformerConfig, checked_trunk
 from .image import captions_prefix
+
+if TYPE_CHECKING:
+    from .video import VideoModel
 
 NAME, TOKENIZER_NAME = "image-diffusion-64", "image-vae-64"
 HEAD_BOUNDS = {"width": (8, 8192), "depth": (1, 64), "repeats": (1, 64)}
@@ -141,18 +145,18 @@ def load_image_vae(path: Path | None = None) -> LoadedTokenizer:
     return load_tokenizer("image_vae", find_checkpoint(TOKENIZER_NAME, path))
 
 
-def vae_for(model_id: str, tokenizer_weights: str, path: Path | None = None) -> LoadedTokenizer:
-    """The σ-VAE whose latents a model (``model_id``, trained on VAE ``tokenizer_weights``)
-    learned: ``path`` if given, else the shipped checkpoint holding those weights
-    (:data:`mmar.checkpoint.SHIPPED`), else ``image-vae-64``; :class:`MmarError` if it is another VAE."""
-    tok = load_image_vae(checkpoint_for(tokenizer_weights, path))
-    if tokenizer_weights and not tok.speaks(tokenizer_weights):
-        raise MmarError(f"{model_id} was trained on VAE weights {tokenizer_weights}, not {tok.weights} ({tok.model_id})")
+def vae_for(model: ImageLatentAR | VideoModel, path: Path | None = None) -> LoadedTokenizer:
+    """The σ-VAE whose latents ``model`` learned: ``path`` if given, else the shipped checkpoint
+    holding the weights its config names (:data:`mmar.checkpoint.SHIPPED`), else ``image-vae-64``;
+    checked by :func:`check_vae_pair`."""
+    tok = load_image_vae(checkpoint_for(model.tokenizer_weights, path))
+    check_vae_pair(model, tok)
     return tok
 
 
-def check_vae_pair(ar: ImageLatentAR, tok: LoadedTokenizer) -> None:
-    """Raise :class:`MmarError` unless ``tok`` is the VAE whose latents ``ar`` learned."""
+def check_vae_pair(ar: ImageLatentAR | VideoModel, tok: LoadedTokenizer) -> None:
+    """Raise :class:`MmarError` unless ``tok`` is the VAE whose latents ``ar`` (an image or video
+    latent model) learned."""
     if ar.tokenizer_weights and not tok.speaks(ar.tokenizer_weights):
         raise MmarError(f"{ar.model_id} was trained on VAE weights {ar.tokenizer_weights}, not {tok.weights} ({tok.model_id})")
     if tok.model.latent_dim != ar.latent_dim or tuple(tok.model.cfg.grid) != ar.grid:
