@@ -88,19 +88,21 @@ class Adversary:
         sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in ac.get("model", {}).items()}
         self.disc = MultiScaleSTFTDiscriminator(DiscriminatorConfig(**sizes)).to(device)
         self.net = DDP(self.disc, device_ids=[device] if device.type == "cuda" else None) if world > 1 else self.disc
-        self.optim = torch.optim.AdamW(self.disc.parameters(), lr=ac.get("lr", 2e-4), betas=tuple(ac.get("betas", (0.5, 0.9))))
+        self.params = list(self.disc.parameters())
+        self.optim = torch.optim.AdamW(self.params, lr=ac.get("lr", 2e-4), betas=tuple(ac.get("betas", (0.5, 0.9))))
         self.weight, self.feature_weight, self.start = ac.get("weight", 1.0), ac.get("feature_weight", 1.0), ac.get("start", 0)
 
-    def losses(self, audio: torch.Tensor, rec: torch.Tensor, grad_clip: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """audio, rec [B, N] → (weighted generator loss, its parts and the discriminator's loss)."""
+    def losses(self, audio: torch.Tensor, rec: torch.Tensor, grad_clip: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """audio, rec [B, N] → (weighted generator loss, its parts and the discriminator's loss as
+        detached scalars: read them only when logging, so that a GPU step never waits on them)."""
         d = discriminator_loss(self.net(audio), self.net(rec.detach()))
-        optimizer_step(d, self.optim, list(self.disc.parameters()), grad_clip)
+        optimizer_step(d, self.optim, self.params, grad_clip)
         self.disc.requires_grad_(False)  # the generator's step leaves the discriminator alone
         with torch.no_grad():
             real = self.disc(audio)
         adv, fm = generator_losses(real, self.disc(rec))
         self.disc.requires_grad_(True)
-        return self.weight * adv + self.feature_weight * fm, {"adv": adv.item(), "fm": fm.item(), "disc": d.item()}
+        return self.weight * adv + self.feature_weight * fm, {"adv": adv.detach(), "fm": fm.detach(), "disc": d.detach()}
 
 
 @torch.no_grad()
@@ -195,6 +197,7 @@ def train(cfg: dict, out: Path, data: str | None = None, stop_after: int | None 
         bar.update(1)
         if mlog.due(step):
             lv, rv, cv = loss.item(), recon.item(), q.commit.item()
+            parts = {k: float(v) for k, v in parts.items()}
             metrics = {"step": step, "loss": lv, "recon": rv, "commit": cv, "levels": levels, "lr": lr, **parts}
             mlog.write(step, [f"{lv:.5f}", f"{rv:.5f}", f"{cv:.5f}", levels, f"{lr:.3e}", *(f"{parts[k]:.5f}" for k in adv_cols)])
             bar.set_postfix(loss=f"{lv:.3f}")
