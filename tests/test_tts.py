@@ -184,6 +184,44 @@ def test_batched_edit_equals_uncached_reference(tts):
     assert len({tuple(x.new_spans[0]) + tuple(x.new_spans[1]) for x in a}) > 1  # the rows really are ragged
 
 
+def test_code_logprob_is_the_models_own_likelihood(tts):
+    """The score of an edit's codes is the teacher-forced log-probability the model gives them: a
+    padded batch scores each row as it scores alone, it equals a per-position log-softmax of a
+    plain forward over the codes at steps ≥ ``start`` (special ids never count)."""
+    v, ranges, new, all_phones = _two_span_edit(tts)
+    cands = T.edit_codes(tts, v, ranges, new, all_phones, seed=1, num_samples=3)
+    start = cands[0].start
+    batch = T.code_logprob(tts, all_phones, [c.stream for c in cands], start)
+    assert batch.shape == (3, tts.levels) and bool((batch < 0).all())
+    for i, c in enumerate(cands):
+        assert torch.allclose(T.code_logprob(tts, all_phones, [c.stream], start)[0], batch[i], atol=1e-5)
+    s = cands[0].stream
+    with torch.no_grad():
+        logp = tts.model.logits(tts.model(codes=s[None], prefix=all_phones[None])[:, len(all_phones) - 1 : -1]).log_softmax(-1)[0]
+    for level in range(tts.levels):
+        pos = [t for t in range(start, s.shape[1]) if s[level, t] < tts.ids.codebook_size]
+        want = torch.stack([logp[t, level, s[level, t]] for t in pos]).mean()
+        assert torch.allclose(batch[0, level], want, atol=1e-5)
+    assert not torch.allclose(T.code_logprob(tts, all_phones, [s], 0)[0], batch[0])  # the known codes count only from 0
+    assert bool(T.code_logprob(tts, all_phones, [s], s.shape[1]).isnan().all())  # nothing generated: no score
+
+
+def test_dtw_distance_aligns_stretched_copies():
+    from tts_pick_study import dtw_distance, span_features
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 5))
+    assert dtw_distance(x, x) == 0.0
+    assert dtw_distance(x, np.repeat(x, 2, axis=0)) == 0.0  # a slower copy aligns at no cost
+    y = x + rng.normal(size=x.shape)
+    assert dtw_distance(x, y) > 0 and dtw_distance(x, y) == pytest.approx(dtw_distance(y, x))
+    assert dtw_distance(x, y) < dtw_distance(x, y + 5)
+    assert dtw_distance(x, x[:0]) == float("inf")
+    audio = np.sin(np.arange(16000) * 0.05).astype(np.float32)
+    f = span_features(audio, [(2, 10), (20, 25)], 320)
+    assert f.shape == (13, 40) and np.isfinite(f).all()
+
+
 def test_bad_prompts_and_sampling(tts):
     v = voice(tts)
     with pytest.raises(MmarError, match="malformed"):

@@ -25,7 +25,7 @@ from ..generation import SamplingConfig
 from ..text.arpabet import PAUSE, spoken_words, text_phones, text_words, word_phones
 from ..text.normalize import split_sentences
 from ..tokenizers.base import LoadedTokenizer
-from .tts import TTSModel, Voice, check_voice, edit_codes, synthesize_codes
+from .tts import Edited, TTSModel, Voice, check_voice, edit_codes, synthesize_codes
 
 RATE = 16000
 MAX_PROMPT_SECONDS = 8.0  # longer prompts are cut at a word boundary (the model trained on ≤ ~7 s rows)
@@ -236,14 +236,21 @@ def plan_edit(old_phones: list[str], word_ranges: list[tuple[int, int]], old_wor
     return EditPlan(ranges, news, phones)
 
 
-def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None,
-         sampling: SamplingConfig = SAMPLING, seed: int = 0, fade: float = 0.01,
-         num_samples: int = 1) -> tuple[np.ndarray, dict]:
-    """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
-    edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and
-    after, the candidates' WERs and which was picked). Audio outside the spans is the original's.
-    ``num_samples`` > 1 samples that many edits in one batch, splices each, and keeps the one
-    pocketsphinx hears closest to the new transcript."""
+@dataclass(frozen=True)
+class EditJob:
+    """An aligned recording ready to edit: its audio [N], the plan, the voice prompt (codes and
+    aligned phones), its recognised or given words, and the new transcript."""
+
+    audio: np.ndarray
+    plan: EditPlan
+    voice: Voice
+    old_words: list[str]
+    new_text: str
+
+
+def prepare_edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None) -> EditJob:
+    """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → an
+    :class:`EditJob`: aligned, encoded and planned (one-line :class:`MmarError` when it cannot be)."""
     from ..data.tts_corpus import phone_frames
     from ..text.align import align_phones
     from ..text.arpabet import PHONES
@@ -262,14 +269,34 @@ def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None =
     ids, starts = framed
     old_phones = [PHONES[i] for i in ids]
     plan = plan_edit(old_phones, al.word_phones, old_words, new_text, sp.tts.ids.max_spans)
-    voice = Voice(codes, sp.tts.phone_index(old_phones), torch.from_numpy(starts).long())
-    cands = edit_codes(sp.tts, voice, plan.ranges, [sp.tts.phone_index(p) for p in plan.new],
-                       sp.tts.phone_index(plan.phones), sampling, seed, num_samples=num_samples)
-    outs = [splice(audio, sp.decode(c.codes), c.old_spans, c.new_spans, sp.hop, int(fade * RATE)) for c in cands]
+    return EditJob(audio, plan, Voice(codes, sp.tts.phone_index(old_phones), torch.from_numpy(starts).long()),
+                   old_words, new_text)
+
+
+def edit_candidates(sp: Speaker, job: EditJob, sampling: SamplingConfig = SAMPLING, seed: int = 0,
+                    num_samples: int = 1, fade: float = 0.01) -> tuple[list[np.ndarray], list[Edited]]:
+    """``num_samples`` edits of ``job`` sampled as one batch → (each spliced into the original:
+    float32 [M_i], the model's results)."""
+    cands = edit_codes(sp.tts, job.voice, job.plan.ranges, [sp.tts.phone_index(p) for p in job.plan.new],
+                       sp.tts.phone_index(job.plan.phones), sampling, seed, num_samples=num_samples)
+    outs = [splice(job.audio, sp.decode(c.codes), c.old_spans, c.new_spans, sp.hop, int(fade * RATE)) for c in cands]
+    return outs, cands
+
+
+def edit(sp: Speaker, audio: np.ndarray, new_text: str, transcript: str | None = None,
+         sampling: SamplingConfig = SAMPLING, seed: int = 0, fade: float = 0.01,
+         num_samples: int = 1) -> tuple[np.ndarray, dict]:
+    """A 16 kHz recording [N] (+ its transcript; None: recognised) and the new transcript → (the
+    edited audio float32 [M], a record: both transcripts, the edited spans in seconds before and
+    after, the candidates' WERs and which was picked). Audio outside the spans is the original's.
+    ``num_samples`` > 1 samples that many edits in one batch, splices each, and keeps the one
+    pocketsphinx hears closest to the new transcript."""
+    job = prepare_edit(sp, audio, new_text, transcript)
+    outs, cands = edit_candidates(sp, job, sampling, seed, num_samples, fade)
     best, scores = pick_best(new_text, outs)  # judged on what the user gets: the original outside the spans
     out, old_spans, new_spans = outs[best], cands[best].old_spans, cands[best].new_spans
     sec = lambda spans: [(round(a * sp.hop / RATE, 3), round(b * sp.hop / RATE, 3)) for a, b in spans]  # noqa: E731
-    return out, {"from": " ".join(old_words), "to": " ".join(spoken_words(new_text)),
+    return out, {"from": " ".join(job.old_words), "to": " ".join(spoken_words(new_text)),
                  "spans_before_s": sec(old_spans), "spans_after_s": sec(new_spans), "candidate_wer": scores, "picked": best}
 
 

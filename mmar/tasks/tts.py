@@ -382,11 +382,13 @@ def _new_codes(tts: TTSModel, known: torch.Tensor, out: Generated, r: int) -> to
 @dataclass(frozen=True)
 class Edited:
     """One edit result: codes int64 [K, T'], the edited code-frame spans [a, b) of the original
-    and of the result."""
+    and of the result, and the model's stream int64 [K, S] (its generated steps from ``start``)."""
 
     codes: torch.Tensor
     old_spans: list[tuple[int, int]]
     new_spans: list[tuple[int, int]]
+    stream: torch.Tensor
+    start: int
 
 
 @torch.no_grad()
@@ -423,7 +425,26 @@ def edit_codes(tts: TTSModel, voice: Voice, phone_ranges: Sequence[tuple[int, in
             if not bool(g.finished[r]):
                 raise RuntimeError("an edited span did not end within its step bound")
             pieces += ([marks[i][r]] if i else []) + [g.tokens[r, :, : int(g.lengths[r])]]
-        new_frames, new_spans = layout.restore_row(torch.cat(pieces, 1))
+        row = torch.cat(pieces, 1)
+        new_frames, new_spans = layout.restore_row(row)
         codes, _, _ = deinterleave(tts, new_frames)
-        results.append(Edited(codes, old_spans, to_code(new_frames, new_spans)))
+        results.append(Edited(codes, old_spans, to_code(new_frames, new_spans), row, head + 1))
     return results
+
+
+@torch.no_grad()
+def code_logprob(tts: TTSModel, prefix: torch.Tensor, streams: Sequence[torch.Tensor], start: int) -> torch.Tensor:
+    """Teacher-forced mean log-probability, per level, of the codec codes each stream [K, S_i]
+    holds at steps ≥ ``start`` after the phone prefix [P], under the model's raw distribution
+    (temperature 1, no rails) → float [B, K] (NaN where a level holds no code there)."""
+    k, size = tts.levels, tts.ids.codebook_size
+    s = max(x.shape[1] for x in streams)
+    batch = torch.full((len(streams), k, s), tts.ids.empty, dtype=torch.long)
+    for i, x in enumerate(streams):
+        batch[i, :, : x.shape[1]] = x
+    hidden = tts.model(codes=batch, prefix=prefix[None].expand(len(streams), -1))
+    logp = tts.model.logits(hidden[:, prefix.shape[0] - 1 : -1]).float().log_softmax(-1)  # [B, S, K, V]
+    ids = batch.clamp_max(logp.shape[-1] - 1).transpose(1, 2)[..., None]  # special ids past a level's vocabulary: masked below
+    picked = logp.gather(-1, ids)[..., 0].transpose(1, 2)  # [B, K, S]
+    keep = (batch < size) & (torch.arange(s) >= start)
+    return (picked * keep).sum(-1) / keep.sum(-1)  # 0/0 = NaN for an empty level
