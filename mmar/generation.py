@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
@@ -326,10 +327,19 @@ def latent_loop(stepper: Stepper, hidden_state: torch.Tensor, steps: int, choose
 
 
 # -- frames of continuous tokens, denoised in place (video) -------------------------------------
-FrameEmbedding = Callable[["float | None", "torch.Tensor | None"], torch.Tensor]
-"""(diffusion time t of a frame, or None for a clean frame; the clean frame before it [rows, N, C],
-or None for the first) → per-token vectors [rows, N, D] added to that frame's inputs (FAR's
-clean-context timestep is the None case)."""
+class FrameEmbedding(Protocol):
+    """What a frame rollout adds to each frame's inputs, from the frames before it.
+
+    ``state`` summarises the clean frames committed so far (None before the first); it must stay
+    bounded in size however long the rollout, and :meth:`update` returns a new state without
+    changing the old one (the reference context keeps one state per frame)."""
+
+    def __call__(self, t: float | None, state: Any) -> torch.Tensor:
+        """(diffusion time t of a frame, or None for a clean frame (FAR's clean-context timestep);
+        the state of the frames before it) → per-token vectors [rows, N, D] added to its inputs."""
+
+    def update(self, state: Any, z: torch.Tensor) -> Any:
+        """The state after the clean frame z [rows, N, C] is committed."""
 
 
 class FrameCache:
@@ -341,7 +351,7 @@ class FrameCache:
     def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
                  embedding: FrameEmbedding):
         p, n = prefix.shape[1], tokens_per_frame
-        self.model, self.embedding, self.last = model, embedding, None
+        self.model, self.embedding, self.last, self.state = model, embedding, None, None
         self.cache = KVCache(model.cfg, prefix.shape[0], p + (window + 1) * n, n, window=window, sink=p,
                              dtype=next(model.parameters()).dtype, device=prefix.device)
         model(prefix=prefix, cache=self.cache)
@@ -349,13 +359,13 @@ class FrameCache:
     @torch.no_grad()
     def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """A noisy frame x [rows, N, C] at time t → hidden states [rows, N, D] (nothing is written)."""
-        return self.model(latents=x, extra=self.embedding(t, self.last), cache=self.cache, commit=False)
+        return self.model(latents=x, extra=self.embedding(t, self.state), cache=self.cache, commit=False)
 
     @torch.no_grad()
     def commit(self, z: torch.Tensor) -> None:
         """Write a clean frame z [rows, N, C] to the cache."""
-        self.model(latents=z, extra=self.embedding(None, self.last), cache=self.cache)
-        self.last = z
+        self.model(latents=z, extra=self.embedding(None, self.state), cache=self.cache)
+        self.last, self.state = z, self.embedding.update(self.state, z)
 
     @property
     def last_frame(self) -> torch.Tensor | None:
@@ -364,25 +374,27 @@ class FrameCache:
 
 
 class FrameRecompute:
-    """The reference for :class:`FrameCache`: keeps every clean frame and, at every peek,
-    recomputes the full forward of prefix + clean frames + the noisy frame under the same
+    """The reference for :class:`FrameCache`: keeps every clean frame and its state and, at every
+    peek, recomputes the full forward of prefix + clean frames + the noisy frame under the same
     window and sink. Same hidden states up to float rounding; cost grows with the rollout."""
 
     def __init__(self, model: CausalTransformer, prefix: torch.Tensor, tokens_per_frame: int, window: int,
                  embedding: FrameEmbedding):
         self.model, self.prefix, self.n, self.window, self.embedding = model, prefix, tokens_per_frame, window, embedding
         self.frames: list[torch.Tensor] = []
+        self.states: list = [None]  # states[i]: of the frames before frame i
 
     @torch.no_grad()
     def peek(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        before = [None, *self.frames]
-        extra = torch.cat([self.embedding(None, before[i]) for i in range(len(self.frames))] + [self.embedding(t, before[-1])], dim=1)
+        extra = torch.cat([self.embedding(None, self.states[i]) for i in range(len(self.frames))]
+                          + [self.embedding(t, self.states[-1])], dim=1)
         h = self.model(latents=torch.cat([*self.frames, x], dim=1), prefix=self.prefix, tokens_per_frame=self.n,
                        extra=extra, window=self.window, sink=True)
         return h[:, -self.n:]
 
     def commit(self, z: torch.Tensor) -> None:
         self.frames.append(z)
+        self.states.append(self.embedding.update(self.states[-1], z))
 
     @property
     def last_frame(self) -> torch.Tensor | None:

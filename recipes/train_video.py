@@ -12,7 +12,8 @@ by the VAE's weights and the data settings). Step 2 trains :class:`mmar.tasks.vi
 random windows of ``train.frames`` consecutive frames after the clip's caption (dropped to
 ``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
 are clean context. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
-``valid.jsonl`` the loss on the validation clips with a fixed noise draw. The export in
+``valid.jsonl`` the loss on the validation clips with a fixed noise draw (on their first window,
+and on their last, whose frames follow others: what ``model.memory`` sees). The export in
 ``<out>/export`` is a ``video`` checkpoint (``mmar video generate --checkpoint <out>/export``).
 """
 
@@ -76,16 +77,18 @@ def load_data(tok, root: Path, dc: dict, seed: int, max_words: int, out: Path | 
 
 
 @torch.no_grad()
-def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int, clean_p: float, batch: int = 16) -> float:
-    """The training loss on the first ``frames`` frames of validation clips, with one fixed noise draw."""
+def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int, clean_p: float, batch: int = 16,
+               start: int = 0) -> float:
+    """The training loss on ``frames`` frames of validation clips from ``start`` (the frames before
+    it: long-term context), with one fixed noise draw."""
     was = net.training
     net.eval()
     gen, dev = torch.Generator().manual_seed(1234), next(net.parameters()).device
     total, n = 0.0, 0
     for i in range(0, len(latents), batch):
-        z = latents[i:i + batch, :frames]
+        z, older = latents[i:i + batch, start:start + frames], latents[i:i + batch, :start]
         prefix = vm.vocab.batch(captions[i:i + batch])
-        total += float(net(z.to(dev), prefix.to(dev), clean_p, gen)) * len(z)
+        total += float(net(z.to(dev), prefix.to(dev), clean_p, gen, older.to(dev))) * len(z)
         n += len(z)
     net.train(was)
     return total / max(n, 1)
@@ -104,7 +107,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     d = load_data(tok, root, dc, tc["seed"], mc["caption_len"], out / "latents.safetensors" if dist_info.main else None)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
     config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
-                           cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False))
+                           cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False), mc.get("memory", False))
     torch.manual_seed(tc["seed"])
     vm = from_config(config)
     model = vm.model.to(device)
@@ -113,7 +116,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         if src.vocab.itos != vocab.itos or src.grid != vm.grid or src.tokenizer_weights != vm.tokenizer_weights:
             raise SystemExit(f"--init {init}: its vocabulary, grid or σ-VAE differ from this run's")
         missing, unexpected = model.load_state_dict(src.model.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("prev.") for k in missing):  # only a newly added local map may be new
+        if unexpected or any(not k.startswith(("prev.", "longterm.")) for k in missing):  # only new maps may be new
             raise SystemExit(f"--init {init}: its weights do not fit this model ({(unexpected or missing)[:3]})")
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
     train_lat, train_caps = d["train"], d["train_captions"]
@@ -135,11 +138,11 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         b = tc["batch_size"]
         idx = torch.randint(0, len(train_lat), (b,), generator=gen)
         start = torch.randint(0, train_lat.shape[1] - window + 1, (1,), generator=gen).item()
-        z = train_lat[idx, start:start + window]
+        z, older = train_lat[idx, start:start + window], train_lat[idx, :start]
         prefix = prefixes[idx].clone()
         prefix[torch.rand(b, generator=gen) < tc["caption_dropout"]] = vocab.null_batch(1)
         with autocast(device):
-            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen)
+            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen, older.to(device))
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
@@ -150,7 +153,9 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         last = budget.done(step)
         if dist_info.main and len(d["valid"]) and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
             scored = ema.model if ema is not None else model
-            ev = {"valid_loss": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"])}
+            late = d["valid"].shape[1] - window  # the last window, after frames that left it (long-term context)
+            ev = {"valid_loss": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"]),
+                  "valid_loss_late": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"], start=late)}
             metrics.update(ev)
             append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):

@@ -12,10 +12,11 @@ from mmar.text.captions import CaptionVocab
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2), residual: bool = False) -> tv.VideoModel:
+def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2), residual: bool = False,
+         memory: bool = False) -> tv.VideoModel:
     vocab = CaptionVocab.build(["fox moves left", "red apple grows", "then bounces"], 6)
     config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32, "depth": 2, "objective": "flow"},
-                              vocab, 3, grid, window, name="video-tiny", local=local, residual=residual)
+                              vocab, 3, grid, window, name="video-tiny", local=local, residual=residual, memory=memory)
     torch.manual_seed(seed)
     vm = tv.from_config(config)
     for p in vm.model.parameters():  # zero-initialised layers would hide differences
@@ -37,10 +38,11 @@ def test_training_loss_is_finite_backpropagates_and_ignores_clean_frames():
     assert torch.equal(again, vm.model(lat, prefix, clean_p=0.3, generator=torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("window,frames,cfg,local,residual", [(8, 5, 1.0, 0, False), (3, 7, 2.0, 0, False), (3, 7, 2.0, 3, False),
-                                                              (8, 4, 1.0, 1, False), (3, 7, 2.0, 0, True), (8, 4, 1.0, 3, True)])
-def test_cache_reuse_equals_recompute(window, frames, cfg, local, residual):
-    vm = tiny(window, local=local, residual=residual)
+@pytest.mark.parametrize("window,frames,cfg,local,residual,memory", [
+    (8, 5, 1.0, 0, False, False), (3, 7, 2.0, 0, False, False), (3, 7, 2.0, 3, False, False), (8, 4, 1.0, 1, False, False),
+    (3, 7, 2.0, 0, True, False), (8, 4, 1.0, 3, True, False), (3, 7, 2.0, 0, False, True), (2, 6, 1.0, 3, True, True)])
+def test_cache_reuse_equals_recompute(window, frames, cfg, local, residual, memory):
+    vm = tiny(window, local=local, residual=residual, memory=memory)
     prompt = torch.randn(2, 2, 3, 2, 2)
     kw = dict(steps=3, cfg_scale=cfg, seed=5, prompt=prompt)
     a = tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **kw)
@@ -49,6 +51,32 @@ def test_cache_reuse_equals_recompute(window, frames, cfg, local, residual):
     assert (a - b).abs().max() <= 1e-4
     assert torch.equal(a, tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **kw))
     assert not torch.allclose(a, tv.generate_frames(vm, ["fox moves left", "red apple grows"], frames, **{**kw, "seed": 6}))
+
+
+def test_long_term_memory_sees_frames_that_left_the_window_in_bounded_state():
+    """With ``memory`` a frame that left the window still steers the rollout (through its pooled
+    latents), without it nothing does; the state stays bounded; and training builds each frame's
+    long-term context exactly as sampling does, frame by frame."""
+    prompt = torch.randn(1, 6, 3, 2, 2)
+    moved = prompt.clone()
+    moved[:, 0] += 3.0  # frame 0 is out of the window (3) of every new frame
+    kw = dict(steps=2, seed=1)
+    plain = tiny(3)
+    assert torch.equal(tv.generate_frames(plain, ["fox"], 2, prompt=prompt, **kw), tv.generate_frames(plain, ["fox"], 2, prompt=moved, **kw))
+    vm = tiny(3, memory=True)
+    assert not torch.allclose(tv.generate_frames(vm, ["fox"], 2, prompt=prompt, **kw), tv.generate_frames(vm, ["fox"], 2, prompt=moved, **kw))
+    net, inputs = vm.model, tv.FrameInputs(vm.model, 1)
+    lat = torch.randn(1, 12, 4, 3)
+    states = [None]
+    for f in range(12):
+        states.append(inputs.update(states[-1], lat[:, f]))
+    assert len(states[-1].recent) == 2 and states[-1].count == 10  # window − 1 frames pending; the rest summed
+    clean = net.time_embedding(None, 1, 1)
+    for start in (0, 2, 5, 9):
+        trained = net.window_memory(lat[:, :start], 3)  # [1, 3, N, D]
+        for j in range(3):
+            assert torch.allclose(trained[:, j], inputs(None, states[start + j]) - clean, atol=1e-6), (start, j)
+    assert tv.generate_frames(vm, ["fox"], 40, steps=1).shape[1] == 40
 
 
 def test_local_map_sees_only_the_previous_frame_near_each_token():

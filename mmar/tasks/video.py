@@ -61,10 +61,10 @@ class VideoNet(nn.Module):
     noisy frame as the previous frame plus its noisy change (at t = 0, the frame itself)."""
 
     def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0,
-                 residual: bool = False):
+                 residual: bool = False, memory: int = 0):
         super().__init__()
         d, c = trunk.cfg.dim, head.cfg.latent_dim
-        self.trunk, self.head, self.grid, self.local, self.residual = trunk, head, grid, local, residual
+        self.trunk, self.head, self.grid, self.local, self.residual, self.memory = trunk, head, grid, local, residual, memory
         self.tokens_per_frame = grid[0] * grid[1]
         self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.clean = nn.Parameter(torch.zeros(d))
@@ -72,6 +72,25 @@ class VideoNet(nn.Module):
             self.prev = nn.Linear(local * local * c, d)
             nn.init.zeros_(self.prev.weight)
             nn.init.zeros_(self.prev.bias)
+        if memory:
+            self.longterm = nn.Linear(2 * c, d)
+            nn.init.zeros_(self.longterm.weight)
+            nn.init.zeros_(self.longterm.bias)
+
+    def pooled(self, z: torch.Tensor) -> torch.Tensor:
+        """Frames [..., N, C] → each token replaced by the mean of its 2 × 2 cell [..., N, C]: the
+        long-term context's compression (4× fewer distinct values)."""
+        rows, cols = self.grid
+        lead, c = z.shape[:-2], z.shape[-1]
+        g = z.reshape(-1, rows // 2, 2, cols // 2, 2, c).mean((2, 4), keepdim=True)
+        return g.expand(-1, rows // 2, 2, cols // 2, 2, c).reshape(*lead, rows * cols, c)
+
+    def memory_embedding(self, mean: torch.Tensor, newest: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The long-term context of frames: the mean and the newest of the pooled frames that have
+        left the window, each [..., N, C], and how many left, count [...] → vectors [..., N, D]
+        (zero while none has left)."""
+        e = self.longterm(torch.cat([mean, newest], -1).to(self.longterm.weight.dtype))
+        return e * (count > 0).to(e.dtype)[..., None, None]
 
     def prev_embedding(self, prev: torch.Tensor) -> torch.Tensor:
         """Previous clean frames [B, F, N, C] → per-token vectors [B, F · N, D] (zeros without ``local``)."""
@@ -82,14 +101,6 @@ class VideoNet(nn.Module):
         cells = F.unfold(img, self.local, padding=self.local // 2).transpose(1, 2)  # [B·F, N, C·k·k]
         return self.prev(cells.to(self.prev.weight.dtype)).reshape(b, f * n, -1)
 
-    def frame_embedding(self, t: float | None, prev: torch.Tensor | None, rows: int) -> torch.Tensor:
-        """One frame's input vectors [rows, N, D]: its time (None: clean) plus the embedding of the
-        clean frame before it, prev [rows, N, C] (None: the first frame)."""
-        e = self.time_embedding(None if t is None else torch.full((rows, 1), t), rows, 1)
-        if prev is None or not self.local:
-            return e
-        return e + self.prev_embedding(prev[:, None])
-
     def time_embedding(self, t: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
         """Per-token time vectors [B, frames · N, D]: of the times t [B, frames] (None: clean frames)."""
         n, d = self.tokens_per_frame, self.clean.shape[0]
@@ -98,11 +109,25 @@ class VideoNet(nn.Module):
         e = self.time(timestep_embedding(t.flatten(), 256).to(self.clean.dtype)).view(batch, frames, 1, d)
         return e.expand(batch, frames, n, d).reshape(batch, frames * n, d)
 
+    def window_memory(self, older: torch.Tensor, frames: int) -> torch.Tensor:
+        """The long-term context of each of ``frames`` frames that follow the clean frames ``older``
+        [B, S, N, C]: frame j's covers the frames that left its window of ``memory`` frames, the
+        first S + j − memory + 1 of them (as :class:`FrameInputs` builds it frame by frame)
+        → [B, frames, N, D]."""
+        b, s_, n, c = older.shape
+        pooled = self.pooled(older)
+        total = torch.cat([pooled.new_zeros(b, 1, n, c), pooled.cumsum(1)], 1)  # [B, S + 1, N, C]: sums of the first k
+        first = torch.cat([pooled.new_zeros(b, 1, n, c), pooled], 1)  # [B, S + 1]: index k → the k-th pooled frame (1-based)
+        count = (s_ + torch.arange(frames) - self.memory + 1).clamp(0, s_)  # [frames]
+        mean = total[:, count] / count.clamp_min(1)[None, :, None, None].to(total.dtype)
+        return self.memory_embedding(mean, first[:, count], count[None].expand(b, -1))
+
     def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float = 0.1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, older: torch.Tensor | None = None) -> torch.Tensor:
         """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
         error of the head's ε − x on the noisy frames (x: the frame, or with ``residual`` its change;
-        each frame its own t; a share ``clean_p`` stays clean and is context only)."""
+        each frame its own t; a share ``clean_p`` stays clean and is context only). ``older``
+        [B, S, N, C]: the clip's frames before these (with ``memory``, its long-term context)."""
         b, f, n, c = latents.shape
         t = torch.rand(b, f, generator=generator).to(latents)
         clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
@@ -115,6 +140,8 @@ class VideoNet(nn.Module):
         if self.local:  # the clean frame before each (as at inference); the window's first has none
             prev = self.prev_embedding(latents[:, :-1])
             extra = extra + torch.cat([prev.new_zeros(b, n, prev.shape[-1]), prev], dim=1)
+        if self.memory:
+            extra = extra + self.window_memory(latents.new_zeros(b, 0, n, c) if older is None else older, f).flatten(1, 2)
         h = self.trunk(latents=xt.flatten(1, 2), prefix=prefix, tokens_per_frame=n, extra=extra)[:, prefix.shape[1]:]
         keep = ~clean.repeat_interleave(n, 1).flatten()
         if not bool(keep.any()):
@@ -122,6 +149,49 @@ class VideoNet(nn.Module):
         pred = self.head.predict(noisy.flatten(0, 2)[keep], t.repeat_interleave(n, 1).flatten()[keep], h.flatten(0, 1)[keep])
         want = (eps - target).flatten(0, 2)[keep]
         return F.mse_loss(pred.float(), want.float())
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """What the frames committed so far leave for the next one (bounded whatever the rollout's
+    length): the last clean frame [rows, N, C] (for ``local``), the pooled frames still in the
+    window (at most ``memory`` − 1), and the sum, count and newest of the pooled frames that left."""
+
+    last: torch.Tensor | None = None
+    recent: tuple[torch.Tensor, ...] = ()
+    total: torch.Tensor | None = None
+    count: int = 0
+    newest: torch.Tensor | None = None
+
+
+class FrameInputs:
+    """The :class:`~mmar.generation.FrameEmbedding` of a :class:`VideoNet` for ``rows`` rows: the
+    time (or clean) embedding, the previous clean frame's map (``local``) and the long-term
+    context (``memory``), from a :class:`FrameState`."""
+
+    def __init__(self, net: VideoNet, rows: int):
+        self.net, self.rows = net, rows
+
+    def __call__(self, t: float | None, state: FrameState | None) -> torch.Tensor:
+        net, state = self.net, state or FrameState()
+        e = net.time_embedding(None if t is None else torch.full((self.rows, 1), t), self.rows, 1)
+        if net.local and state.last is not None:
+            e = e + net.prev_embedding(state.last[:, None])
+        if net.memory and state.count:
+            count = torch.full((self.rows,), state.count)
+            e = e + net.memory_embedding(state.total / state.count, state.newest, count)
+        return e
+
+    def update(self, state: FrameState | None, z: torch.Tensor) -> FrameState:
+        state = state or FrameState()
+        if not self.net.memory:
+            return FrameState(last=z)
+        recent = (*state.recent, self.net.pooled(z))
+        if len(recent) < self.net.memory:
+            return FrameState(z, recent, state.total, state.count, state.newest)
+        gone, recent = recent[0], recent[1:]  # it leaves the next frame's window
+        total = gone if state.total is None else state.total + gone
+        return FrameState(z, recent, total, state.count + 1, gone)
 
 
 @dataclass
@@ -149,24 +219,29 @@ class VideoModel:
 
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
-                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0, residual: bool = False) -> dict:
+                  tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0, residual: bool = False,
+                  memory: bool = False) -> dict:
     """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its
-    ``window`` and, when used, the ``local`` previous-frame neighbourhood and ``residual``
-    (see :class:`VideoNet`)."""
+    ``window`` and, when used, the ``local`` previous-frame neighbourhood, ``residual`` and the
+    long-term ``memory`` (see :class:`VideoNet`)."""
     return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window,
-                                **({"local": local} if local else {}), **({"residual": True} if residual else {}))
+                                **({"local": local} if local else {}), **({"residual": True} if residual else {}),
+                                **({"memory": True} if memory else {}))
 
 
 def from_config(config: dict, where: str = "config") -> VideoModel:
     """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
     p = latent_parts(config, where, "video", "video model", objectives=("flow",), default_name=NAME)
     window, local, residual = config.get("window"), config.get("local", 0), config.get("residual", False)
+    memory = config.get("memory", False)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW or max(p.grid) > 64:
         raise MmarError(f"{where}: window must be 1..{MAX_WINDOW} and the grid at most 64 a side")
-    if local not in (0, 1, 3, 5) or not isinstance(residual, bool):
-        raise MmarError(f"{where}: local must be 0, 1, 3 or 5 and residual true or false")
-    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local, residual), p.vocab, p.grid, window, p.name,
-                      tokenizer_weights=p.tokenizer_weights)
+    if local not in (0, 1, 3, 5) or not isinstance(residual, bool) or not isinstance(memory, bool):
+        raise MmarError(f"{where}: local must be 0, 1, 3 or 5, and residual and memory true or false")
+    if memory and (p.grid[0] % 2 or p.grid[1] % 2):
+        raise MmarError(f"{where}: the long-term memory pools 2 × 2 cells: the latent grid must be even, got {p.grid}")
+    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local, residual, window if memory else 0), p.vocab, p.grid,
+                      window, p.name, tokenizer_weights=p.tokenizer_weights)
 
 
 def load_video(path: Path | None = None) -> VideoModel:
@@ -194,8 +269,7 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     prefix = torch.cat([cond, vm.vocab.null_batch(b)]) if guided else cond
     net = vm.model
 
-    context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window,
-                                                         lambda t, prev: net.frame_embedding(t, prev, prefix.shape[0]))
+    context = (FrameCache if cached else FrameRecompute)(net.trunk, prefix, n, vm.window, FrameInputs(net, prefix.shape[0]))
     for k in range(0 if prompt is None else prompt.shape[1]):
         z = prompt[:, k].flatten(2).transpose(1, 2)
         context.commit(torch.cat([z, z]) if guided else z)
