@@ -208,6 +208,13 @@ def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, 
         yield from _LMDecoder(model, window, frames).blocks(payloads, chunk_steps, stats)
 
 
+def undecodable(chunk: int, why: str) -> str:
+    """The one-line error for an LM chunk that passed its CRC but does not decode."""
+    return (f"chunk {chunk} does not decode ({why}): its bytes pass their CRC, so the language model here "
+            "computes differently from where the file was encoded (LM-coded files need the same CPU kernels, "
+            "e.g. both AVX-512 or both AVX2, and the same weights), or the chunk was forged")
+
+
 class _LMDecoder(_CodedStream):
     def __init__(self, model: CausalTransformer, window: int, frames: int):
         import constriction
@@ -219,8 +226,8 @@ class _LMDecoder(_CodedStream):
     def symbols(self, held: list[tuple[int, int]], pmf: np.ndarray) -> np.ndarray:
         try:
             return self.dec.decode(self.family, pmf)
-        except Exception as e:  # a damaged payload can make the coder fail outright
-            raise ContainerError(f"chunk {self.chunk} is damaged ({type(e).__name__})") from None
+        except Exception:  # a damaged payload can make the coder fail outright
+            raise ContainerError(undecodable(self.chunk, "the range decoder failed")) from None
 
     def blocks(self, payloads: Iterable[bytes], chunk_steps: int, stats: dict | None) -> Iterator[np.ndarray]:
         import constriction
@@ -237,7 +244,7 @@ class _LMDecoder(_CodedStream):
             self.grow(self.pattern.started_frames(end, self.frames) - (self.buf_start + self.buf.shape[1]))
             self.run(end - self.step)
             if not self.dec.maybe_exhausted():
-                raise ContainerError(f"chunk {c} is damaged (data left after its last step)")
+                raise ContainerError(undecodable(c, "data left after its last step"))
             done = self.complete()
             if done > self.buf_start:
                 yield self.take(done).copy()

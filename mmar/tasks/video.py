@@ -22,7 +22,9 @@ written), so the context is computed once and reused by every denoising step; th
 is then written to the cache with the clean embedding. ``cached=False`` recomputes the whole
 context at every step instead (:class:`~mmar.generation.FrameRecompute`: same frames up to float
 rounding). With a ``window`` of W frames the cache is a ring of W frames plus the caption, which
-stays visible (the cache's ``sink``), so a rollout of any length runs in bounded memory.
+stays visible (the cache's ``sink``), so a rollout of any length runs in bounded memory. With
+``memory``, frames that left the window are not forgotten outright: their 2 × 2-pooled latents
+are summed into a fixed-size long-term context (:class:`FrameState`) that every later frame reads.
 """
 
 from __future__ import annotations
@@ -58,7 +60,12 @@ class VideoNet(nn.Module):
 
     ``residual``: the head denoises each frame's *change* from the clean frame before it (from
     zeros for a window's first frame), so "nothing moved" is the zero change; the trunk reads a
-    noisy frame as the previous frame plus its noisy change (at t = 0, the frame itself)."""
+    noisy frame as the previous frame plus its noisy change (at t = 0, the frame itself).
+
+    ``memory`` = W > 0 (the attention window, in frames) adds a long-term context: frames that
+    have left a frame's window are pooled over 2 × 2 cells, and a map of their mean and of the
+    newest of them is added to every token of the frame (zero-initialised; zero before any frame
+    has left). Its state is bounded (:class:`FrameState`), so rollouts of any length keep it."""
 
     def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0,
                  residual: bool = False, memory: int = 0):
