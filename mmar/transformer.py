@@ -250,7 +250,7 @@ class CausalTransformer(nn.Module):
     def forward(self, codes: torch.Tensor | None = None, latents: torch.Tensor | None = None,
                 prefix: torch.Tensor | None = None, tokens_per_frame: int = 1, window: int | None = None,
                 cache: KVCache | None = None, lengths: torch.Tensor | None = None, commit: bool = True,
-                extra: torch.Tensor | None = None, sink: bool = False) -> torch.Tensor:
+                extra: torch.Tensor | None = None, sink: bool = False, offset: int = 0) -> torch.Tensor:
         """→ hidden [B, P + S, D].
 
         Without a cache: a full forward with the mask given by ``prefix``/``tokens_per_frame``/
@@ -259,7 +259,9 @@ class CausalTransformer(nn.Module):
         cache's own layout and window; ``lengths`` [B] (cache only) says how many of the S stream
         tokens of each row are real (right padding; the rest are written nowhere visible);
         ``commit=False`` attends to the cache without writing to it (:meth:`KVCache.reserve`);
-        ``sink`` keeps the prefix visible beyond the ``window`` (as a cache with ``sink`` does)."""
+        ``sink`` keeps the prefix visible beyond the ``window`` (as a cache with ``sink`` does);
+        ``offset`` (no cache) moves the stream's positions, not the prefix's, that far on: the
+        positions its tokens would hold after ``offset`` earlier stream tokens in a cache."""
         x = self.embed(codes, latents, prefix, extra)
         n, p = x.shape[1], 0 if prefix is None else prefix.shape[1]
         if cache is not None:
@@ -268,7 +270,8 @@ class CausalTransformer(nn.Module):
         else:
             if lengths is not None:
                 raise ValueError("lengths needs a cache (a full forward takes equal-length rows)")
-            rope = rope_tables(torch.arange(n, device=x.device), self.cfg.head_dim, self.cfg.rope_base)
+            pos = torch.arange(n, device=x.device)
+            rope = rope_tables(torch.where(pos < p, pos, pos + offset), self.cfg.head_dim, self.cfg.rope_base)
             if p == 0 and tokens_per_frame == 1 and window is None:
                 plan = AttentionPlan(rope, causal=True)
             else:

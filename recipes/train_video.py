@@ -9,8 +9,9 @@ Step 1 renders ``data.clips`` training clips of ``data.frames`` frames (:class:`
 train split: the test split's sprites are never seen) and ``data.valid_clips`` validation clips,
 encodes every frame with the σ-VAE and caches the latents in ``<out>/latents.safetensors`` (keyed
 by the VAE's weights and the data settings). Step 2 trains :class:`mmar.tasks.video.VideoNet` on
-random windows of ``train.frames`` consecutive frames after the clip's caption (dropped to
-``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
+random windows of ``train.frames`` consecutive frames after the clip's caption, at the positions
+they hold in the clip plus a random jump of up to ``train.position_jitter`` frames (the caption is
+dropped to ``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
 are clean context. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
 ``valid.jsonl`` the loss on the validation clips with a fixed noise draw (on their first window,
 and on their last, whose frames follow others: what ``model.memory`` sees). The export in
@@ -141,8 +142,11 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         z, older = train_lat[idx, start:start + window], train_lat[idx, :start]
         prefix = prefixes[idx].clone()
         prefix[torch.rand(b, generator=gen) < tc["caption_dropout"]] = vocab.null_batch(1)
+        shift = start  # positions as in a rollout, plus a random jump so later frames are seen too
+        if tc.get("position_jitter"):
+            shift += int(torch.randint(0, tc["position_jitter"] + 1, (1,), generator=gen))
         with autocast(device):
-            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen, older.to(device))
+            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen, older.to(device), shift)
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)

@@ -79,6 +79,24 @@ def test_long_term_memory_sees_frames_that_left_the_window_in_bounded_state():
     assert tv.generate_frames(vm, ["fox"], 40, steps=1).shape[1] == 40
 
 
+def test_position_offset_equals_a_cache_that_already_holds_earlier_frames():
+    """Training at ``offset`` gives the frames the positions a rollout's kv-cache gives them after
+    that many earlier tokens: the same hidden states as the cache, and not those of offset 0."""
+    from mmar.transformer import KVCache
+
+    vm = tiny(8)
+    trunk, n = vm.model.trunk, vm.tokens_per_frame
+    prefix, x = vm.vocab.batch(["fox moves left"]), torch.randn(1, 2 * n, 3)
+    with torch.no_grad():
+        full = trunk(latents=x, prefix=prefix, tokens_per_frame=n, offset=5 * n)[:, prefix.shape[1]:]
+        cache = KVCache(trunk.cfg, 1, prefix.shape[1] + 10 * n, n)
+        trunk(prefix=prefix, cache=cache)
+        cache.lengths += 5 * n  # five frames' positions already taken (nothing visible there)
+        cached = trunk(latents=x, cache=cache)
+        plain = trunk(latents=x, prefix=prefix, tokens_per_frame=n)[:, prefix.shape[1]:]
+    assert (full - cached).abs().max() < 1e-5 and (full - plain).abs().max() > 1e-4
+
+
 def test_local_map_sees_only_the_previous_frame_near_each_token():
     """The previous-frame map of a token reads the k × k cells around it, nothing further; in
     training, frame f's inputs hold frame f − 1's clean latents (the first frame: none), so the

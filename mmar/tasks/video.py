@@ -130,11 +130,14 @@ class VideoNet(nn.Module):
         return self.memory_embedding(mean, first[:, count], count[None].expand(b, -1))
 
     def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float = 0.1,
-                generator: torch.Generator | None = None, older: torch.Tensor | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, older: torch.Tensor | None = None,
+                offset: int | None = None) -> torch.Tensor:
         """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
         error of the head's ε − x on the noisy frames (x: the frame, or with ``residual`` its change;
         each frame its own t; a share ``clean_p`` stays clean and is context only). ``older``
-        [B, S, N, C]: the clip's frames before these (with ``memory``, its long-term context)."""
+        [B, S, N, C]: the clip's frames before these (with ``memory``, its long-term context).
+        ``offset``: the frames' positions start that many frames after the caption, as in a
+        rollout (default: S, the clip's own)."""
         b, f, n, c = latents.shape
         t = torch.rand(b, f, generator=generator).to(latents)
         clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
@@ -149,7 +152,8 @@ class VideoNet(nn.Module):
             extra = extra + torch.cat([prev.new_zeros(b, n, prev.shape[-1]), prev], dim=1)
         if self.memory:
             extra = extra + self.window_memory(latents.new_zeros(b, 0, n, c) if older is None else older, f).flatten(1, 2)
-        h = self.trunk(latents=xt.flatten(1, 2), prefix=prefix, tokens_per_frame=n, extra=extra)[:, prefix.shape[1]:]
+        offset = (0 if older is None else older.shape[1]) if offset is None else offset
+        h = self.trunk(latents=xt.flatten(1, 2), prefix=prefix, tokens_per_frame=n, extra=extra, offset=offset * n)[:, prefix.shape[1]:]
         keep = ~clean.repeat_interleave(n, 1).flatten()
         if not bool(keep.any()):
             return h.sum() * 0.0
