@@ -28,14 +28,13 @@ import numpy as np
 import torch
 
 from mmar.atomic import write_json
-from mmar.bench.tts import SWAPS, split_audio
+from mmar.bench.tts import split_audio, swapped
 from mmar.errors import MmarError
 from mmar.eval.spectrogram import log_mel
 from mmar.generation import SamplingConfig
 from mmar.tasks.speak import RATE, Speaker, edit_candidates, prepare_edit, wer
 from mmar.tasks.tts import code_logprob
 from mmar.text.align import recognise
-from mmar.text.arpabet import spoken_words
 
 
 def span_features(audio: np.ndarray, spans: list[tuple[int, int]], hop: int, n_mels: int = 40) -> np.ndarray:
@@ -135,9 +134,7 @@ def main() -> int:
     rows, t0 = [], time.perf_counter()
     for voice, items in split_audio(args.data, "valid", args.limit).items():
         for i, (m, audio) in enumerate(items):
-            words = spoken_words(m["text"])
-            k = max(range(len(words)), key=lambda j: len(words[j]))
-            new_text = " ".join(words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :])
+            new_text = swapped(m["text"], i)
             try:
                 study = study_edit(sp, audio, m["text"], new_text, args.samples, seed=i)
             except MmarError as e:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmar.bench.image import psnr as image_psnr
 from mmar.bench.video import _decode, _encode
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import vae_for
@@ -23,8 +24,7 @@ from mmar.tasks.video import generate_frames, load_video
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over clips of the PSNR (dB) of uint8 frames a, b [N, ..., H, W, 3]."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    return float(np.mean([image_psnr(x, y) for x, y in zip(a, b)]))
 
 
 def main() -> int:

@@ -43,6 +43,13 @@ from ..text.arpabet import spoken_words, text_phones
 SWAPS = ["people", "music", "water", "money", "nothing", "morning", "garden", "doctor"]
 
 
+def swapped(text: str, i: int) -> str:
+    """The benchmark's edit of sentence ``i``: its longest word replaced by ``SWAPS[i % 8]``."""
+    words = spoken_words(text)
+    k = max(range(len(words)), key=lambda j: len(words[j]))
+    return " ".join(words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :])
+
+
 def cer(reference: str, hypothesis: str) -> float:
     """Character error rate (letters and spaces of the normalised words)."""
     ref = " ".join(spoken_words(reference))
@@ -177,9 +184,7 @@ def run_tts_bench(sp: Speaker, data: Path, limit: int | None = None, uncached: i
             dv = synthesize_codes(sp.tts, phones, default_voice(sp), 1, sampling, seed + i)[0]
             rows["default_wer"].append(wer(text, recognise(sp.decode(dv))))
             # editing: replace the longest word by another word
-            words = spoken_words(text)
-            k = max(range(len(words)), key=lambda j: len(words[j]))
-            new_text = " ".join(words[:k] + [SWAPS[i % len(SWAPS)]] + words[k + 1 :])
+            new_text = swapped(text, i)
             try:
                 edited, info = edit(sp, audio, new_text, text, sampling, seed + i)
             except MmarError as e:

@@ -18,7 +18,8 @@ for d in checkpoints/*/; do
   [[ "$keep" == *" $name "* ]] || rm -rf "$d"
 done
 tracked=$( { git ls-files -z | xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')  # removed files: skipped
-carried=$(du -sb "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+for p in "$@"; do [ -e "$p" ] || { echo "missing: $p (build it first: see recipes/device/README.md)" >&2; exit 1; }; done
+carried=$(du -sb "$@" | awk '{s += $1} END {print s + 0}')
 total=$((tracked + carried))
 limit=$((64 << 20))
 echo "travels: tracked $((tracked >> 20)) MiB + carried $((carried >> 20)) MiB = $((total >> 20)) MiB of $((limit >> 20)) MiB"
