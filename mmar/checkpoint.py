@@ -32,6 +32,7 @@ TRAINING_ONLY = ("ema_", "initialized")  # buffers that training keeps and infer
 SHIPPED: dict[str, str] = {
     "3e8eaeba": "speech-codec-16k-v1", "463d917f": "speech-codec-16k", "44e826f7": "speech-codec-16k",
     "350d060a": "speech-lm-16k-v1", "4e8968ab": "speech-lm-16k",
+    "cb19e633": "speech-lm-16k-v1", "b8a89d9a": "speech-lm-16k",  # the LMs run in integers (integer_identity)
     "9eb62162": "image-vae-64",
 }
 

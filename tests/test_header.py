@@ -17,6 +17,7 @@ from mmar.coding.container import Header, container_bytes
 from mmar.checkpoint import SHIPPED
 from mmar.coding.header import CODEC_IDS, LM_IDS, RATES
 from mmar.errors import ContainerError
+from mmar.integer_transformer import integer_identity
 
 
 # -- header: fields ------------------------------------------------------------
@@ -155,9 +156,10 @@ def test_v2_header_round_trip_property(h):
 
 def test_short_ids_are_the_shipped_models():
     """Every table entry names a shipped checkpoint (mmar.checkpoint.SHIPPED) by its config name and
-    sha256[:8], and each LM names the codec whose codes it learnt (never reassign an entry)."""
+    sha256[:8] (an LM run in integers: that digest's integer_identity), and each LM names the codec
+    whose codes it learnt (never reassign an entry). The earlier LM in integers has no short id."""
     speech = {w for w, name in SHIPPED.items() if name.startswith("speech-")}
-    assert speech == {e.weights for e in (*CODEC_IDS.values(), *LM_IDS.values())}
+    assert speech == {e.weights for e in (*CODEC_IDS.values(), *LM_IDS.values())} | {integer_identity("350d060a")}
     assert (SHIPPED[CODEC_IDS[max(CODEC_IDS)].weights], SHIPPED[LM_IDS[max(LM_IDS)].weights]) == ("speech-codec-16k", "speech-lm-16k")
     for entry in (*CODEC_IDS.values(), *LM_IDS.values()):
         d = ROOT / "checkpoints" / SHIPPED[entry.weights]
@@ -165,7 +167,7 @@ def test_short_ids_are_the_shipped_models():
             pytest.skip(f"{d} is not here")
         cfg = json.loads((d / "config.json").read_text())
         digest = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()[:8]
-        assert entry.model == cfg["name"] and entry.weights in (digest, cfg.get("tokens"))  # its weights, or its codes
+        assert entry.model == cfg["name"] and entry.weights in (digest, cfg.get("tokens"), integer_identity(digest))
         if cfg["kind"] == "speech_codec":
             assert (entry.sample_rate, entry.frame_rate, entry.bits) == (cfg["sample_rate"], cfg["sample_rate"] // cfg["hop"],
                                                                         int(np.log2(cfg["codebook_size"])))

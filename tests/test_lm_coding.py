@@ -1,4 +1,5 @@
-"""LM coding: lossless, tight against cross-entropy, thread-count independent, chunk errors, streaming == offline."""
+"""LM coding: lossless, tight against cross-entropy, thread-count independent, chunk errors,
+streaming == offline; with the entropy model in floats and in integers."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from mmar.errors import ContainerError
 from mmar.tasks.codec import decode_array, encode_array, encode_file, load_codec
 from mmar.tasks.codec_lm import load_lm
 from mmar.heads import codebook_vocab
+from mmar.integer_transformer import IntegerTransformer, integer_identity
 from mmar.transformer import CausalTransformer, preset
 from synth import speechlike
 
@@ -22,48 +24,63 @@ def _model() -> CausalTransformer:
 
 
 MODEL = _model()
+MODELS = {"floats": MODEL, "integers": IntegerTransformer(MODEL)}
+arithmetic = pytest.mark.parametrize("arith", MODELS)
 
 
-def code(codes, pushes, chunk, window):
-    enc, out, i = LMEncoder(MODEL, chunk, window), [], 0
+def code(codes, pushes, chunk, window, model=MODEL):
+    enc, out, i = LMEncoder(model, chunk, window), [], 0
     for n in pushes:
         out += enc.push(codes[:, i : i + n])
         i += n
     return out + enc.push(codes[:, i:]) + enc.flush(), enc.xent_bits
 
 
+@arithmetic
 @settings(max_examples=25, deadline=None)
 @given(frames=st.integers(1, 90), chunk=st.integers(1, 40), seed=st.integers(0, 10**6))
-def test_lm_coding_round_trip_is_lossless(frames, chunk, seed):
+def test_lm_coding_round_trip_is_lossless(arith, frames, chunk, seed):
+    model = MODELS[arith]
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 64, (3, frames))
     pushes = rng.integers(0, 20, 4).tolist()
-    payloads, xent = code(codes, pushes, chunk, window=16)
+    payloads, xent = code(codes, pushes, chunk, 16, model)
     stats = {}
-    out = np.concatenate(list(lm_decode(MODEL, iter(payloads), frames, chunk, 16, stats)), axis=1)
+    out = np.concatenate(list(lm_decode(model, iter(payloads), frames, chunk, 16, stats)), axis=1)
     assert np.array_equal(out, codes)
     assert stats["xent_bits"] == pytest.approx(xent)
     # streaming in different pushes gives the same bytes as one push
-    assert code(codes, [], chunk, 16)[0] == payloads
+    assert code(codes, [], chunk, 16, model)[0] == payloads
 
 
-def test_coded_size_is_within_one_percent_of_cross_entropy():
+@arithmetic
+def test_coded_size_is_within_one_percent_of_cross_entropy(arith):
     codes = np.random.default_rng(0).integers(0, 64, (3, 2000))
-    payloads, xent = code(codes, [], 500, 32)
+    payloads, xent = code(codes, [], 500, 32, MODELS[arith])
     bits = 8 * sum(map(len, payloads))
     assert xent <= bits <= 1.01 * xent
 
 
-def test_decode_is_bit_exact_across_thread_counts():
+def test_integer_coding_costs_what_float_coding_costs():
+    """The integer model's probabilities are the float model's up to rounding: the same codes cost
+    the same bits within 0.5 %."""
+    codes = np.random.default_rng(2).integers(0, 64, (3, 1000))
+    floats, integers = (code(codes, [], 500, 32, MODELS[a])[1] for a in ("floats", "integers"))
+    assert integers == pytest.approx(floats, rel=0.005) and integers != floats
+
+
+@arithmetic
+def test_decode_is_bit_exact_across_thread_counts(arith):
+    model = MODELS[arith]
     codes = np.random.default_rng(1).integers(0, 64, (3, 300))
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        a, _ = code(codes, [], 100, 32)
-        out_2 = np.concatenate(list(lm_decode(MODEL, iter(a), 300, 100, 32)), axis=1)
+        a, _ = code(codes, [], 100, 32, model)
+        out_2 = np.concatenate(list(lm_decode(model, iter(a), 300, 100, 32)), axis=1)
         torch.set_num_threads(1)
-        b, _ = code(codes, [], 100, 32)
-        out_1 = np.concatenate(list(lm_decode(MODEL, iter(a), 300, 100, 32)), axis=1)
+        b, _ = code(codes, [], 100, 32, model)
+        out_1 = np.concatenate(list(lm_decode(model, iter(a), 300, 100, 32)), axis=1)
     finally:
         torch.set_num_threads(n)
     assert a == b and np.array_equal(out_1, codes) and np.array_equal(out_2, codes)
@@ -88,6 +105,21 @@ def test_file_level_lm_coding(tiny_codec_dir, tiny_lm_dir):
     assert np.array_equal(coarse_only, y_raw)
     with pytest.raises(ContainerError, match="LM-coded"):
         decode_array(codec, data)
+
+
+def test_files_name_the_arithmetic_they_were_coded_in(tiny_codec_dir, tiny_lm_dir):
+    """New files name the LM's integer identity; files coded in floats (as before) name the
+    weights and still decode, in floats; a file naming other weights is refused."""
+    codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
+    audio = speechlike(3.0)
+    new, old = (encode_array(codec, audio, 16000, 1.5, lm=m) for m in (lm, lm.coding(lm.weights)))
+    assert ContainerReader(new).header.extra["lmw"] == integer_identity(lm.weights) != lm.weights
+    assert ContainerReader(old).header.extra["lmw"] == lm.weights and list(ContainerReader(old)) != list(ContainerReader(new))
+    for data in (new, old):
+        coarse, _ = decode_array(codec, data, lm, fine=False)
+        assert coarse.shape == audio.shape
+    assert decode_array(codec, old, lm, fine=False)[0] == pytest.approx(decode_array(codec, new, lm, fine=False)[0], abs=0.05)
+    assert lm.coding("0badf00d") is None
 
 
 @pytest.mark.parametrize("rdo", [0.0, 2.0])

@@ -9,7 +9,8 @@ compatible mode did not help) its probabilities differ in the last float bits an
 decoder loses sync. The LM tests run where re-encoding the file's input gives
 its payload back, which proves the same arithmetic, and are skipped elsewhere with that reason;
 the decode error there says so (tested). The same-machine LM round trip is tested in
-test_lm_coding.py everywhere."""
+test_lm_coding.py everywhere. Files are now LM-coded in integers, which decode on every CPU
+(test_portable_files.py)."""
 
 import json
 from pathlib import Path
@@ -27,8 +28,10 @@ FILES = {"raw_1k5.mmc": ("clip_22050.flac", None), "lm.mmc": ("clip_16000.flac",
 
 @pytest.fixture(scope="module")
 def shipped():
-    """The shipped models these files name (no longer the defaults: found by their weights)."""
-    return models_for(ContainerReader((V1 / "lm.mmc").read_bytes()).header)
+    """The shipped models these files name (no longer the defaults: found by their weights), the LM
+    set to code in floats, as it did then."""
+    codec, lm = models_for(ContainerReader((V1 / "lm.mmc").read_bytes()).header)
+    return codec, lm.coding(lm.weights)
 
 
 @pytest.fixture(scope="module")

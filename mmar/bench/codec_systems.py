@@ -36,7 +36,8 @@ class MmarCodecSystem:
     def name(self) -> str:
         if self.lm is None:
             return f"{self.label}mmar {self.kbps:g} kbps ({self.codec.model.levels_for_kbps(self.kbps)} levels)"
-        return f"{self.label}mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
+        return (f"{self.label}mmar LM {self.lm.coarse} levels λ={self.rdo:g}" + (" + fine model" if self.fine else ", coarse only")
+                + ("" if self.lm.integer else ", floats"))
 
     @property
     def nominal_kbps(self) -> float | None:
@@ -73,10 +74,12 @@ class MmarCodecSystem:
 
 
 def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: Path | None = None,
-                 label: str = "", lm_default_only: bool = False, use_lm: bool = True) -> list[MmarCodecSystem]:
+                 label: str = "", lm_default_only: bool = False, use_lm: bool = True,
+                 lm_floats: bool = False) -> list[MmarCodecSystem]:
     """One system per raw bitrate, plus, when an LM checkpoint is given or shipped (and ``use_lm``),
     its coarse-only and fine-model decodes for λ = 0 (nearest codes, lossless coding) and for the
-    LM's default λ (``lm_default_only``: the default λ with the fine model alone). ``label``
+    LM's default λ (``lm_default_only``: the default λ with the fine model alone); ``lm_floats``
+    adds the default mode coded with the LM in floats (as before integer coding). ``label``
     prefixes the names."""
     codec = load_codec(checkpoint)
     systems = [MmarCodecSystem(codec, b, label=label) for b in bitrates]
@@ -91,4 +94,6 @@ def mmar_systems(checkpoint: Path | None, bitrates: list[float], lm_checkpoint: 
     if lm is not None and codec.speaks(lm.codec_weights):  # an LM trained on other codes has no rows here
         modes = [(lm.rdo, True)] if lm_default_only else [(rdo, fine) for rdo in sorted({0.0, lm.rdo}) for fine in (True, False)]
         systems += [MmarCodecSystem(codec, bitrates[0], lm, fine, rdo, label) for rdo, fine in modes]
+        if lm_floats:
+            systems.append(MmarCodecSystem(codec, bitrates[0], lm.coding(lm.weights), True, lm.rdo, label))
     return systems

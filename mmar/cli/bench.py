@@ -33,7 +33,7 @@ def _bench_codec(args: argparse.Namespace) -> int:
     if not found:
         raise MmarError(f"no audio clips in {args.clips}")
     clips, speakers = [c for c, _ in found], [s for _, s in found]
-    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint, use_lm=not args.no_lm)
+    ours = mmar_systems(args.checkpoint, args.bitrates, args.lm_checkpoint, use_lm=not args.no_lm, lm_floats=args.lm_floats)
     for path in args.compare or []:  # other codec checkpoints, side by side in the same run
         ours += mmar_systems(path, args.bitrates, args.lm_checkpoint, label=f"[{path.name}] ", lm_default_only=True,
                              use_lm=not args.no_lm)
@@ -59,6 +59,8 @@ def _add_codec_parser(bsub) -> None:
     c.add_argument("--checkpoint", type=Path, default=None)
     c.add_argument("--lm-checkpoint", type=Path, default=None, help="adds the LM-coded rows (default: the shipped LM, if present)")
     c.add_argument("--no-lm", action="store_true", help="raw codec rows only (the LM rows take most of the time)")
+    c.add_argument("--lm-floats", action="store_true",
+                   help="also the LM's default mode coded with the LM in floats (files not portable across CPUs), as a baseline")
     c.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                    help="more codec checkpoints to score in the same run (raw rows + the LM's default mode, if it speaks their codes)")
     c.add_argument("--json", type=Path)

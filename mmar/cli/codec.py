@@ -91,7 +91,7 @@ def _info(args: argparse.Namespace) -> int:
         "bits_total": 8 * sizes["total_bytes"], "bits_raw": h.levels * h.bits * h.frames,
     }
     if h.mode == "lm":
-        info["lm"] = h.extra.get("lm")
+        info["lm"], info["lm_weights"] = h.extra.get("lm"), h.extra.get("lmw")
         info["rdo_lambda"] = h.extra.get("rdo", 0.0)
         info["bits_model_crossentropy"] = round(_crossentropy(args), 1) if args.crossentropy else None
     print_info(info, args.json, 24)

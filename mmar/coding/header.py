@@ -54,7 +54,8 @@ CODEC_IDS: dict[int, CodecEntry] = {
 }
 LM_IDS: dict[int, LMEntry] = {
     1: LMEntry("lm16k", "350d060a", 2.0),  # checkpoints/speech-lm-16k-v1
-    2: LMEntry("lm16k", "4e8968ab", 2.0),  # checkpoints/speech-lm-16k
+    2: LMEntry("lm16k", "4e8968ab", 2.0),  # checkpoints/speech-lm-16k, coded in floats
+    3: LMEntry("lm16k", "b8a89d9a", 2.0),  # checkpoints/speech-lm-16k, coded in integers (integer_identity)
 }
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 64000)
 

@@ -15,7 +15,11 @@ decoder is unchanged: it decodes whichever codes were chosen.
 
 Determinism: encoder and decoder run the *same* sequence of cached one-step forwards on one
 thread (whatever the caller's thread count), and probabilities reach the coder as integers
-(:func:`integer_pmf`), so a file decodes bit-exactly under any ``torch.set_num_threads``.
+(:func:`integer_pmf`). With the model in floats (an :class:`~mmar.transformer.CausalTransformer`)
+that makes a file decode bit-exactly under any ``torch.set_num_threads`` on CPUs with the same
+kernels only: BLAS and ``exp`` compute differently on AVX2 and AVX-512. With the model in
+integers (an :class:`~mmar.integer_transformer.IntegerTransformer`, what files are written with
+now) every probability is the same integer on every CPU, so a file decodes anywhere.
 """
 
 from __future__ import annotations
@@ -27,17 +31,30 @@ import numpy as np
 import torch
 
 from ..errors import ContainerError
+from .. import fixed_point as fx
 from ..generation import CachedStepper, decode_loop, last_logits
 from ..heads import codebook_size_of
+from ..integer_transformer import IntegerStepper, IntegerTransformer
 from ..patterns import DelayPattern, SpecialIds
 from ..transformer import CausalTransformer
 
 PMF_BITS = 24  # probabilities are integers in [1, 2**24 + 1] before the coder renormalises them
 
 
+PMF_SPAN = 17  # integer logits: codes more than 17 nats below the best get the floor probability
+
+
 def integer_pmf(logits: torch.Tensor, codebook_size: int) -> np.ndarray:
-    """logits [K, V] → integer-valued float64 [K, codebook_size] (each ≥ 1; real codes only)."""
-    p = torch.softmax(logits[:, :codebook_size].double(), dim=-1).numpy()
+    """logits [K, V] → integer-valued float64 [K, codebook_size] (each ≥ 1; real codes only).
+
+    Float logits: floor(softmax · 2**24) + 1. Integer logits (int64 at scale 2**FRAC, from
+    :class:`~mmar.integer_transformer.IntegerTransformer`): round(2**24 · exp(logit − max)) + 1,
+    the exponent in steps of 2**-8 nats, from a table of integers, so the same on every CPU."""
+    logits = logits[:, :codebook_size]
+    if logits.dtype == torch.int64:
+        d = logits.amax(-1, keepdim=True) - logits
+        return (fx.exp_steps(fx.shift_round(d, fx.FRAC - 8), 8, PMF_SPAN, PMF_BITS) + 1).double().numpy()
+    p = torch.softmax(logits.double(), dim=-1).numpy()
     return np.floor(p * (1 << PMF_BITS)) + 1.0
 
 
@@ -61,12 +78,13 @@ class _CodedStream:
     pmfs, return the symbols coded there (the encoder picks and encodes them, the decoder decodes them).
     """
 
-    def __init__(self, model: CausalTransformer, window: int):
+    def __init__(self, model: CausalTransformer | IntegerTransformer, window: int):
         self.levels = model.cfg.num_codebooks
         self.size = codebook_size_of(model.cfg.vocab[0])
         self.empty = SpecialIds(self.size).empty
         self.pattern = DelayPattern(self.levels)
-        self.stepper = CachedStepper(model, 1, capacity=window, window=window)
+        self.stepper = IntegerStepper(model, 1, window) if isinstance(model, IntegerTransformer) \
+            else CachedStepper(model, 1, capacity=window, window=window)
         self.logits = last_logits(self.stepper(codes=torch.full((1, self.levels, 1), self.empty)))  # start step: all empty
         self.step = 0  # stream steps coded so far
         self.frames: int | None = None  # total frames, once known
@@ -134,7 +152,7 @@ class LMEncoder(_CodedStream):
     push the frames' unquantized latents [D, t] instead and the codes are chosen while coding;
     ``on_frames`` sees the codes that were coded."""
 
-    def __init__(self, model: CausalTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None,
+    def __init__(self, model: CausalTransformer | IntegerTransformer, chunk_steps: int, window: int, rdo: RateDistortion | None = None,
                  on_frames: Callable[[np.ndarray], None] | None = None):
         import constriction
 
@@ -195,7 +213,7 @@ class LMEncoder(_CodedStream):
         rows = self.levels if self.rdo is None else self.rdo.books[0].shape[1]
         return self.push(np.zeros((rows, 0), dtype=np.int64), final=True)
 
-def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, chunk_steps: int,
+def lm_decode(model: CausalTransformer | IntegerTransformer, payloads: Iterable[bytes], frames: int, chunk_steps: int,
               window: int, stats: dict | None = None) -> Iterator[np.ndarray]:
     """Chunk payloads of :class:`LMEncoder` → int64 [L, t] blocks of frames as they complete.
 
@@ -208,26 +226,30 @@ def lm_decode(model: CausalTransformer, payloads: Iterable[bytes], frames: int, 
         yield from _LMDecoder(model, window, frames).blocks(payloads, chunk_steps, stats)
 
 
-def undecodable(chunk: int, why: str) -> str:
-    """The one-line error for an LM chunk that passed its CRC but does not decode."""
+def undecodable(chunk: int, why: str, portable: bool) -> str:
+    """The one-line error for an LM chunk that passed its CRC but does not decode (``portable``:
+    the file was coded with the integer model, which computes the same everywhere)."""
+    if portable:
+        return f"chunk {chunk} does not decode ({why}): its bytes pass their CRC, so the chunk was forged"
     return (f"chunk {chunk} does not decode ({why}): its bytes pass their CRC, so the language model here "
-            "computes differently from where the file was encoded (LM-coded files need the same CPU kernels, "
-            "e.g. both AVX-512 or both AVX2, and the same weights), or the chunk was forged")
+            "computes differently from where the file was encoded (files LM-coded in floats, written before "
+            "integer coding, need the same CPU kernels, e.g. both AVX-512 or both AVX2), or the chunk was forged")
 
 
 class _LMDecoder(_CodedStream):
-    def __init__(self, model: CausalTransformer, window: int, frames: int):
+    def __init__(self, model: CausalTransformer | IntegerTransformer, window: int, frames: int):
         import constriction
 
         super().__init__(model, window)
         self.family = constriction.stream.model.Categorical(perfect=False)
         self.frames, self.dec, self.chunk = frames, None, 0
+        self.portable = isinstance(model, IntegerTransformer)
 
     def symbols(self, held: list[tuple[int, int]], pmf: np.ndarray) -> np.ndarray:
         try:
             return self.dec.decode(self.family, pmf)
         except Exception:  # a damaged payload can make the coder fail outright
-            raise ContainerError(undecodable(self.chunk, "the range decoder failed")) from None
+            raise ContainerError(undecodable(self.chunk, "the range decoder failed", self.portable)) from None
 
     def blocks(self, payloads: Iterable[bytes], chunk_steps: int, stats: dict | None) -> Iterator[np.ndarray]:
         import constriction
@@ -244,7 +266,7 @@ class _LMDecoder(_CodedStream):
             self.grow(self.pattern.started_frames(end, self.frames) - (self.buf_start + self.buf.shape[1]))
             self.run(end - self.step)
             if not self.dec.maybe_exhausted():
-                raise ContainerError(undecodable(c, "data left after its last step"))
+                raise ContainerError(undecodable(c, "data left after its last step", self.portable))
             done = self.complete()
             if done > self.buf_start:
                 yield self.take(done).copy()

@@ -81,7 +81,7 @@ def encode_stream(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
     if lm is not None:
         check_lm(codec, lm)
         levels = lm.coarse
-        extra |= {"lm": lm.model_id, "lmw": lm.weights}
+        extra |= {"lm": lm.model_id, "lmw": lm.coded_weights}
         rdo = lm.rdo if rdo is None else rdo
         if rdo:
             extra["rdo"] = rdo
@@ -156,7 +156,7 @@ def _codes_blocks(codec: LoadedCodec, blocks: Iterable[np.ndarray], input_rate: 
 
 def _lm_payloads(blocks: Iterable[np.ndarray], lm: LoadedLM, rdo: RateDistortion | None = None,
                  on_frames=None) -> Iterator[bytes]:
-    enc = LMEncoder(lm.entropy, CHUNK_FRAMES, lm.window, rdo, on_frames)
+    enc = LMEncoder(lm.coder(), CHUNK_FRAMES, lm.window, rdo, on_frames)
     for block in blocks:
         yield from enc.push(block)
     yield from enc.flush()
@@ -198,7 +198,8 @@ def _audio16k(codec: LoadedCodec, header: Header, payloads: Iterable[bytes], lm:
     """Header + payloads → the codec's own output: float32 blocks at its rate, ``num_samples`` in all."""
     frames_total = math.ceil(header.num_samples / codec.model.hop)
     if header.mode == "lm":
-        blocks = lm_decode(lm.entropy, payloads, frames_total, header.chunk_frames, lm.window, stats)
+        coder = lm.coding(header.extra["lmw"]).coder()
+        blocks = lm_decode(coder, payloads, frames_total, header.chunk_frames, lm.window, stats)
     else:
         blocks = _raw_blocks(header, payloads, frames_total, codec.model.codebook_size)
     return _synthesise(codec, header, blocks, lm, fine)
@@ -249,9 +250,10 @@ def check_header(codec: LoadedCodec, header: Header, lm: LoadedLM | None = None)
     if header.mode == "lm":
         if lm is None:
             raise ContainerError("file is LM-coded: it needs the language model that wrote it (--lm-checkpoint)")
-        if (header.extra.get("lm"), header.extra.get("lmw")) != (lm.model_id, lm.weights) or header.levels != lm.coarse:
+        if header.extra.get("lm") != lm.model_id or lm.coding(header.extra.get("lmw", "")) is None \
+                or header.levels != lm.coarse:
             raise ContainerError(f"file was LM-coded by {header.extra.get('lm')} (weights {header.extra.get('lmw')}); "
-                                 f"this is {lm.model_id} (weights {lm.weights})")
+                                 f"this is {lm.model_id} (weights {lm.coded_weights}, or {lm.weights} in floats)")
     if (header.sample_rate, header.frame_rate, header.bits) != (tok.sample_rate, tok.frame_rate, tok.codebook_bits) \
             or header.levels > tok.num_codebooks:
         raise ContainerError("header does not match the codec (sample rate, frame rate, bits or levels)")

@@ -9,7 +9,7 @@ Frames are independent given the coarse codes, so a whole block of frames is one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from ..checkpoint import find_checkpoint, load_pretrained, substate
 from ..errors import MmarError
 from ..generation import CachedStepper
 from ..heads import codebook_vocab
+from ..integer_transformer import IntegerTransformer, integer_identity
 from ..patterns import DelayPattern
 from ..transformer import CausalTransformer, TransformerConfig
 
@@ -35,6 +36,29 @@ class LoadedLM:
     weights: str
     codec_weights: str  # the codec whose tokens the models were trained on
     rdo: float = 0.0  # default rate-distortion λ for encoding (see coding.lm_coding.RateDistortion)
+    integer: bool = True  # the range coder runs the entropy model in integers: files decode on every CPU
+    _integer_model: IntegerTransformer | None = field(default=None, repr=False)
+
+    @property
+    def coded_weights(self) -> str:
+        """The LM weights a file coded by this LM names: the integer identity of ``weights``
+        (:func:`~mmar.integer_transformer.integer_identity`), or ``weights`` when coding in floats."""
+        return integer_identity(self.weights) if self.integer else self.weights
+
+    def coder(self) -> CausalTransformer | IntegerTransformer:
+        """The entropy model as the range coder runs it (in integers unless ``integer`` is False)."""
+        if not self.integer:
+            return self.entropy
+        if self._integer_model is None:
+            self._integer_model = IntegerTransformer(self.entropy)
+        return self._integer_model
+
+    def coding(self, weights: str) -> LoadedLM | None:
+        """This LM set to the arithmetic of files that name LM ``weights`` (float weights: files
+        written before integer coding); None if they name other weights."""
+        if weights in (self.weights, integer_identity(self.weights)):
+            return replace(self, integer=weights != self.weights)
+        return None
 
     @property
     def levels(self) -> int:
