@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import math
 
 import torch
 
@@ -68,7 +69,8 @@ def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     w = w.detach().double()
     _, e = torch.frexp(w.abs().amax(1).clamp_min(2.0 ** -30))  # max |w[o]| < 2**e
     shift = (WEIGHT_BITS - 1 - e).long()
-    q = torch.round(w * torch.pow(2.0, shift.double())[:, None])
+    scale = torch.tensor([math.ldexp(1.0, int(k)) for k in shift], dtype=torch.float64)  # exact powers of two
+    q = torch.round(w * scale[:, None])
     return q.T.contiguous(), shift
 
 

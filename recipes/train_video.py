@@ -45,9 +45,11 @@ CACHE_FORMAT = 1
 @torch.no_grad()
 def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, max_words: int,
                  batch: int = 256) -> tuple[torch.Tensor, list[str]]:
-    """``count`` clips of ``split`` → (latents float [count, frames, N, C], captions of at most
-    ``max_words`` words: long sprite names are shortened, the motion is kept)."""
+    """``count`` clips of ``split`` → (latents float [count, frames, N, C] on the CPU, captions of at
+    most ``max_words`` words: long sprite names are shortened, the motion is kept). The σ-VAE
+    encodes on whichever device it is on."""
     clips = SpriteClips(root, split, frames=frames, seed=seed, max_words=max_words)
+    dev = next(tok.model.parameters()).device
     out, captions = [], []
     pending: list[torch.Tensor] = []
     for i in range(count):
@@ -55,8 +57,8 @@ def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int
         captions.append(c.caption)
         pending.append(torch.from_numpy(c.frames).permute(0, 3, 1, 2).float().div(255))
         if len(pending) * frames >= batch or i + 1 == count:
-            x = torch.cat(pending)
-            z = tok.model.encode(x).latents  # [n · frames, C, rows, cols]
+            x = torch.cat(pending).to(dev)
+            z = tok.model.encode(x).latents.float().cpu()  # [n · frames, C, rows, cols]
             out.append(z.flatten(2).transpose(1, 2).reshape(len(pending), frames, -1, z.shape[1]))
             pending = []
     return torch.cat(out).contiguous(), captions
@@ -104,6 +106,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     device = pick_device(tc.get("device", "auto"))
     root = Path(data or dc["root"])
     tok = load_image_vae(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
+    tok.model.to(device)  # encodes the clips there (seconds on a GPU)
     out.mkdir(parents=True, exist_ok=True)
     d = load_data(tok, root, dc, tc["seed"], mc["caption_len"], out / "latents.safetensors" if dist_info.main else None)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])

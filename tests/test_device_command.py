@@ -1,5 +1,6 @@
-"""The GPU training command (recipes/device/train_all.sh) runs end to end on its tiny debug
-config set on the CPU: a codec and an LM come back as loadable checkpoints that work together."""
+"""The GPU training commands (recipes/device/*.sh) run end to end on their tiny debug config
+sets on the CPU: a codec and an LM come back as loadable checkpoints that work together, and so
+do the TTS and video models."""
 
 import os
 import subprocess
@@ -56,13 +57,15 @@ def test_train_all_debug_set_brings_back_working_checkpoints(tmp_path):
     assert len(decode_array(dec, coded, lm)[0]) == len(audio)
 
 
-def test_what_travels_fits_the_device_limit():
-    """Tracked files minus the checkpoints slim_tree.sh removes, plus the largest packed corpus
-    (`make data`: --max-mib 24) and the wheels (~3 MiB), fit the 64 MiB a device call carries."""
+@pytest.mark.parametrize("keep, carried_mib", [(("speech-codec-16k",), 24 + 3),  # the packed corpus (--max-mib 24) + wheels
+                                               (("image-vae-64", "video-64"), 16)])  # data/emoji (14 MiB) + room
+def test_what_travels_fits_the_device_limit(keep, carried_mib):
+    """Tracked files minus the checkpoints slim_tree.sh removes (all but KEEP), plus what the
+    call carries, fit the 64 MiB a device call carries."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    kept = [f for f in files if not f.startswith("checkpoints/") or f.startswith("checkpoints/speech-codec-16k/")]
+    kept = [f for f in files if not f.startswith("checkpoints/") or f.split("/")[1] in keep]
     tracked = sum((ROOT / f).stat().st_size for f in kept if (ROOT / f).is_file())
-    assert tracked + (24 << 20) + (3 << 20) <= 64 << 20, f"{tracked >> 20} MiB of tracked files travel"
+    assert tracked + (carried_mib << 20) <= 64 << 20, f"{tracked >> 20} MiB of tracked files travel"
 
 
 @pytest.mark.slow
@@ -92,3 +95,23 @@ def test_train_tts_debug_set_brings_back_a_working_checkpoint(tmp_path):
     assert codes.shape[0] == 3
     first = {name: losses(tmp_path / name / "tts-16k", "train_metrics.csv")[0] for name in runs}
     assert first["again"] < 0.9 * first["out"]  # the second run started where the first ended
+
+
+@pytest.mark.slow
+def test_train_video_debug_set_brings_back_a_working_checkpoint(tmp_path, named_shapes_dir):
+    from mmar.tasks import video as V
+    from recipe_helpers import losses
+    from test_image_latent import make_latent_checkpoints
+
+    _, vae = make_latent_checkpoints(tmp_path / "ckpt")
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "TOKENIZER": str(vae)}
+    for name, extra in (("out", []), ("again", [str(tmp_path / "out/video-64")])):  # INIT: continue from the first
+        r = subprocess.run(["bash", str(ROOT / "recipes/device/train_video.sh"), str(named_shapes_dir), str(tmp_path / name), "debug",
+                            *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        for f in ("model.safetensors", "config.json", "train_metrics.csv", "valid.jsonl"):
+            assert (tmp_path / name / "video-64" / f).is_file(), f
+    vm = V.load_video(tmp_path / "again/video-64")
+    assert V.generate_frames(vm, ["red disc moves left"], 2, steps=1).shape == (1, 2, 4, 8, 8)
+    first = {name: losses(tmp_path / name / "video-64", "train_metrics.csv")[0] for name in ("out", "again")}
+    assert first["again"] < first["out"]  # the second run started where the first ended
