@@ -25,6 +25,9 @@ from .transformer import CausalTransformer
 
 ARITHMETIC_VERSION = "fixed-point-1"  # changes whenever the integer computation changes
 NEG = -(1 << 40)  # logit of a padded (absent) head entry
+# attention weights: exp(-(max score - score)), the exponent rounded to steps of 2**-8 and cut at
+# 24 (e**-24 ≈ 4e-11), weights at scale 2**16; SCORE_SHIFT is the fixed point of the score scaling
+SOFTMAX_RES, SOFTMAX_SPAN, SOFTMAX_BITS, SCORE_SHIFT = 8, 24, 16, 40
 
 
 def integer_identity(weights: str) -> str:
@@ -52,8 +55,9 @@ class IntegerTransformer:
             })
         self.heads = fx.quantize_rows(model.heads.weight.double() * model.norm.weight.double())
         self.turns = fx.rope_turns(cfg.head_dim, cfg.rope_base)
-        # attention softmax: exp(-(max - s) / (2**(2 FRAC) sqrt(hd))), the exponent in steps of 2**-8
-        self.score_mul = math.isqrt((1 << 2 * (40 + 8 - 2 * fx.FRAC)) // cfg.head_dim)  # 2**40 · 2**8 / (2**24 sqrt(hd))
+        # a score difference d (scale 2**(2 FRAC)) is the exponent d / (2**(2 FRAC) sqrt(hd)), in steps
+        # of 2**-SOFTMAX_RES: d * score_mul / 2**SCORE_SHIFT
+        self.score_mul = math.isqrt((1 << 2 * (SCORE_SHIFT + SOFTMAX_RES - 2 * fx.FRAC)) // cfg.head_dim)
 
     def forward(self, codes: torch.Tensor, cache: IntegerCache) -> torch.Tensor:
         """codes int64 [B, K, N] appended to ``cache`` (causal among themselves) → logits int64
@@ -84,7 +88,7 @@ class IntegerTransformer:
         s = (q.double() @ k.double().transpose(-1, -2)).long()  # exact: |q|, |k| ≤ QK_LIMIT
         s = torch.where(visible, s, torch.full_like(s, -(1 << 62)))
         d = (s.amax(-1, keepdim=True) - s).clamp(0, 1 << 33)
-        w = fx.exp_steps(fx.shift_round(d * self.score_mul, 40), 8, 24, 16)  # exponent in steps of 2**-8
+        w = fx.exp_steps(fx.shift_round(d * self.score_mul, SCORE_SHIFT), SOFTMAX_RES, SOFTMAX_SPAN, SOFTMAX_BITS)
         w = torch.where(visible, w, torch.zeros_like(w))
         num = (w[..., None] * v[:, :, None]).sum(-2)  # [B, H, N, hd]
         return fx.div_round(num, w.sum(-1, keepdim=True))
