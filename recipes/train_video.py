@@ -12,7 +12,9 @@ by the VAE's weights and the data settings). Step 2 trains :class:`mmar.tasks.vi
 random windows of ``train.frames`` consecutive frames after the clip's caption, at the positions
 they hold in the clip plus a random jump of up to ``train.position_jitter`` frames (the caption is
 dropped to ``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
-are clean context. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
+are clean context. With ``train.caption_windows`` p, a batch is instead, with probability p, the
+clips' first frames at their own positions with none clean: only the caption tells the motion,
+as in caption-only sampling. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
 ``valid.jsonl`` the loss on the validation clips with a fixed noise draw (on their first window,
 and on their last, whose frames follow others: what ``model.memory`` sees). The export in
 ``<out>/export`` is a ``video`` checkpoint (``mmar video generate --checkpoint <out>/export``).
@@ -142,14 +144,17 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         b = tc["batch_size"]
         idx = torch.randint(0, len(train_lat), (b,), generator=gen)
         start = torch.randint(0, train_lat.shape[1] - window + 1, (1,), generator=gen).item()
+        clean_p, caption_only = tc["clean_p"], False
+        if tc.get("caption_windows") and torch.rand(1, generator=gen).item() < tc["caption_windows"]:
+            start, clean_p, caption_only = 0, 0.0, True  # a clip's first frames from its caption alone: what sets the motion
         z, older = train_lat[idx, start:start + window], train_lat[idx, :start]
         prefix = prefixes[idx].clone()
         prefix[torch.rand(b, generator=gen) < tc["caption_dropout"]] = vocab.null_batch(1)
         shift = start  # positions as in a rollout, plus a random jump so later frames are seen too
-        if tc.get("position_jitter"):
+        if tc.get("position_jitter") and not caption_only:
             shift += int(torch.randint(0, tc["position_jitter"] + 1, (1,), generator=gen))
         with autocast(device):
-            loss = net(z.to(device), prefix.to(device), tc["clean_p"], gen, older.to(device), shift)
+            loss = net(z.to(device), prefix.to(device), clean_p, gen, older.to(device), shift)
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)

@@ -20,6 +20,12 @@ def test_clips_are_reproducible_and_sized(named_shapes_dir):
 
 
 @pytest.mark.parametrize("motion", MOTIONS)
+def test_the_shortest_clips_hold_every_motion(named_shapes_dir, motion):
+    c = SpriteClips(named_shapes_dir, "test", frames=2).clip(0, motion)
+    assert c.frames.shape[0] == 2 and (motion != "appears" or np.isnan(c.centres[0, 0]) and not np.isnan(c.centres[1, 0]))
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
 def test_captions_follow_the_trajectory_and_pixels_agree(named_shapes_dir, motion):
     clips = SpriteClips(named_shapes_dir, "test")
     for i in range(4):

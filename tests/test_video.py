@@ -205,6 +205,33 @@ def test_recipe_resume_equals_uninterrupted_and_exports(named_shapes_dir, tmp_pa
     assert torch.allclose(tv.generate_frames(vm, ["red disc"], 2, prompt=prompt, steps=2), tv.generate_frames(vd, ["red disc"], 2, prompt=prompt, steps=2))
 
 
+def test_recipe_caption_windows_resume_and_change_the_batches(named_shapes_dir, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "recipes"))
+    import train_video
+    from recipe_helpers import losses
+    from test_image_latent import make_latent_checkpoints
+
+    _, vae = make_latent_checkpoints(tmp_path / "ckpt")
+    cfg = json.loads((root / "recipes/configs/video_debug.json").read_text())
+    cfg["train"] |= {"caption_windows": 0.5, "position_jitter": 3}
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train_video.train(cfg, a, named_shapes_dir, vae, progress=False)
+    train_video.train(cfg, b, named_shapes_dir, vae, stop_after=3, progress=False)
+    train_video.train(cfg, b, named_shapes_dir, vae, progress=False)
+    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and losses(a) == losses(b)
+    cfg["train"]["caption_windows"] = 0.0
+    train_video.train(cfg, c, named_shapes_dir, vae, progress=False)
+    assert losses(c) != losses(a)
+
+
 # -- files and command line -------------------------------------------------------------------------
 def test_video_files_round_trip_and_bad_inputs(tmp_path):
     from mmar.video_io import read_frames, write_video

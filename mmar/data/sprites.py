@@ -126,7 +126,7 @@ class SpriteClips:
             centres[:] = s / 2
             scales = np.linspace(0.5, 1.5, t, dtype=np.float32)
         else:  # appears
-            start = int(rng.integers(2, min(7, t)))
+            start = int(rng.integers(min(2, t - 1), min(7, t)))  # a 2-frame clip: one blank frame
             centres[start:] = rng.uniform(half, s - half, 2)
         canvas = np.ones((t, s, s, 3), np.float32)
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
