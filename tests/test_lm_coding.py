@@ -122,6 +122,20 @@ def test_files_name_the_arithmetic_they_were_coded_in(tiny_codec_dir, tiny_lm_di
     assert lm.coding("0badf00d") is None
 
 
+def test_a_forged_integer_chunk_is_called_forged(tiny_codec_dir, tiny_lm_dir):
+    """A chunk with a valid CRC that does not decode: in a file coded in integers, the model cannot
+    be to blame, so the error says the chunk was forged."""
+    from mmar.coding.container import container_bytes
+
+    codec, lm = load_codec(tiny_codec_dir), load_lm(tiny_lm_dir)
+    r = ContainerReader(encode_array(codec, speechlike(2.0), 16000, 1.5, lm=lm))
+    payloads = list(r)
+    payloads[0] = payloads[0] + b"\xff" * 16  # words the steps never consume
+    with pytest.raises(ContainerError, match="was forged") as e:
+        decode_array(codec, container_bytes(r.header, payloads), lm)
+    assert "computes differently" not in str(e.value)
+
+
 @pytest.mark.parametrize("rdo", [0.0, 2.0])
 def test_lm_streaming_file_equals_offline_array(tiny_codec_dir, tiny_lm_dir, wav_file, tmp_path, monkeypatch, rdo):
     import soundfile as sf
