@@ -47,17 +47,21 @@ class LoadedLM:
 
     def coder(self) -> CausalTransformer | IntegerTransformer:
         """The entropy model as the range coder runs it (in integers unless ``integer`` is False)."""
-        if not self.integer:
-            return self.entropy
-        if self._integer_model is None:
+        return self._integer() if self.integer else self.entropy
+
+    def _integer(self) -> IntegerTransformer:
+        if self._integer_model is None:  # built once (about a second), shared with the copies coding() makes
             self._integer_model = IntegerTransformer(self.entropy)
         return self._integer_model
 
     def coding(self, weights: str) -> LoadedLM | None:
         """This LM set to the arithmetic of files that name LM ``weights`` (float weights: files
         written before integer coding); None if they name other weights."""
-        if weights in (self.weights, integer_identity(self.weights)):
-            return replace(self, integer=weights != self.weights)
+        if weights == self.weights:
+            return replace(self, integer=False)
+        if weights == integer_identity(self.weights):
+            self._integer()
+            return replace(self, integer=True)
         return None
 
     @property
