@@ -39,9 +39,9 @@ from ..patterns import DelayPattern, SpecialIds
 from ..transformer import CausalTransformer
 
 PMF_BITS = 24  # probabilities are integers in [1, 2**24 + 1] before the coder renormalises them
-
-
-PMF_SPAN = 17  # integer logits: codes more than 17 nats below the best get the floor probability
+# integer logits: log-probabilities in steps of 2**-8 nats; codes more than 17 nats below the
+# best get the floor probability
+PMF_RES, PMF_SPAN = 8, 17
 
 
 def integer_pmf(logits: torch.Tensor, codebook_size: int) -> np.ndarray:
@@ -49,11 +49,11 @@ def integer_pmf(logits: torch.Tensor, codebook_size: int) -> np.ndarray:
 
     Float logits: floor(softmax · 2**24) + 1. Integer logits (int64 at scale 2**FRAC, from
     :class:`~mmar.integer_transformer.IntegerTransformer`): round(2**24 · exp(logit − max)) + 1,
-    the exponent in steps of 2**-8 nats, from a table of integers, so the same on every CPU."""
+    the exponent in steps of 2**-PMF_RES nats, from a table of integers, so the same on every CPU."""
     logits = logits[:, :codebook_size]
     if logits.dtype == torch.int64:
         d = logits.amax(-1, keepdim=True) - logits
-        return (fx.exp_steps(fx.shift_round(d, fx.FRAC - 8), 8, PMF_SPAN, PMF_BITS) + 1).double().numpy()
+        return (fx.exp_steps(fx.shift_round(d, fx.FRAC - PMF_RES), PMF_RES, PMF_SPAN, PMF_BITS) + 1).double().numpy()
     p = torch.softmax(logits.double(), dim=-1).numpy()
     return np.floor(p * (1 << PMF_BITS)) + 1.0
 
