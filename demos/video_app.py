@@ -19,7 +19,7 @@ import torch
 
 from mmar.errors import command, gradio_errors, require
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import generate_frames, load_video
+from mmar.tasks.video import frames_to_latents, generate_frames, load_video
 from mmar.tokenizers.image_cnn import to_uint8
 from mmar.video_io import read_frames, write_video
 
@@ -47,7 +47,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
         with torch.no_grad():
             if prompt_path:
                 first = read_frames(Path(prompt_path), side, MAX_PROMPT_FRAMES)
-                prompt = tok.model.encode(torch.from_numpy(first).permute(0, 3, 1, 2).float().div(255)).latents[None]
+                prompt = frames_to_latents(tok, first[None])
             new: list[np.ndarray] = []
 
             def done(i: int, z: torch.Tensor) -> None:

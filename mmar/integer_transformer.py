@@ -67,11 +67,12 @@ class IntegerTransformer:
         x = self.emb[codes + self.offsets[None, :, None]].sum(1)  # [B, N, D]
         pos = cache.length + torch.arange(n)
         cos, sin = fx.cos_sin(fx.rope_phases(pos, self.turns))  # [N, hd/2]
+        visible = cache.visible(n)  # the same for every layer
         for i, layer in enumerate(self.layers):
             qkv = fx.linear(fx.rms_normalize(x, cfg.norm_eps), layer["qkv"])
             qh, kh, vh = qkv.view(b, n, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, N, hd]
             kh, qh = (fx.rotate(t, cos, sin).clamp(-fx.QK_LIMIT, fx.QK_LIMIT) for t in (kh, qh))
-            keys, values, visible = cache.write(i, kh, vh.clamp(-fx.ACT_LIMIT, fx.ACT_LIMIT), n)
+            keys, values = cache.write(i, kh, vh.clamp(-fx.ACT_LIMIT, fx.ACT_LIMIT))
             y = self._attend(qh, keys, values, visible)  # [B, H, N, hd]
             x = (x + fx.linear(y.transpose(1, 2).reshape(b, n, -1), layer["proj"])).clamp(-fx.ACT_LIMIT, fx.ACT_LIMIT)
             gate, up = fx.linear(fx.rms_normalize(x, cfg.norm_eps), layer["gate_up"]).chunk(2, dim=-1)
@@ -103,19 +104,23 @@ class IntegerCache:
         self.pos = torch.full((window,), -1, dtype=torch.long)  # the position each slot holds (-1 none)
         self.window, self.length = window, 0
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store n new tokens' k/v [B, H, n, hd] → (keys, values) [B, H, window + n, hd] and which
-        the new tokens see, bool [n, window + n]: cached tokens less than ``window`` positions back
-        and the new tokens up to themselves."""
+    def visible(self, n: int) -> torch.Tensor:
+        """Which keys the next n tokens see, bool [n, window + n] (the cached slots, then the new
+        tokens): cached tokens less than ``window`` positions back, and new ones up to themselves."""
         new = self.length + torch.arange(n)
-        keys, values = torch.cat([self.k[layer], k], 2), torch.cat([self.v[layer], v], 2)
         kpos = torch.cat([self.pos, new])
         diff = new[:, None] - kpos[None]
-        visible = (kpos[None] >= 0) & (diff >= 0) & (diff < self.window)
+        return (kpos[None] >= 0) & (diff >= 0) & (diff < self.window)
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store n new tokens' k/v [B, H, n, hd] of ``layer`` → (keys, values) [B, H, window + n, hd]
+        that they attend to, in the order :meth:`visible` describes."""
+        n = k.shape[2]
+        keys, values = torch.cat([self.k[layer], k], 2), torch.cat([self.v[layer], v], 2)
         keep = min(n, self.window)
-        slots = new[-keep:] % self.window
+        slots = (self.length + torch.arange(n))[-keep:] % self.window
         self.k[layer][:, :, slots], self.v[layer][:, :, slots] = k[:, :, -keep:], v[:, :, -keep:]
-        return keys, values, visible
+        return keys, values
 
     def advance(self, n: int) -> None:
         """Record the positions of the n tokens just written by every layer."""

@@ -15,10 +15,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from mmar.atomic import atomic_write
-from mmar.bench.video import _decode, _encode
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import generate_frames, load_video
+from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video
 
 GAP, LABEL = 2, 14  # pixels between frames; height of a caption line
 
@@ -50,8 +49,8 @@ def main() -> int:
     tok = vae_for(vm, None)
     clips = [SpriteClips(args.data, args.split, frames=12, seed=0, max_words=vm.vocab.max_len).clip(i) for i in range(args.clips)]
     truth, captions = np.stack([c.frames for c in clips]), [c.caption for c in clips]
-    cont = _decode(tok, generate_frames(vm, captions, 8, _encode(tok, truth[:, :4]), 8, 1.5, 1.0, 0))
-    alone = _decode(tok, generate_frames(vm, captions, 12, None, 8, 1.5, 1.0, 0))
+    cont = latents_to_frames(tok, generate_frames(vm, captions, 8, frames_to_latents(tok, truth[:, :4]), 8, 1.5, 1.0, 0))
+    alone = latents_to_frames(tok, generate_frames(vm, captions, 12, None, 8, 1.5, 1.0, 0))
     rows = [(captions[i], [truth[i], np.concatenate([truth[i, :4], cont[i]]), alone[i]]) for i in range(args.clips)]
     atomic_write(args.out, lambda p: sheet(rows).save(p, format="PNG"), tmp_suffix=".png")
     print(f"wrote {args.out}")

@@ -28,8 +28,7 @@ import torch
 
 from ..data.sprites import SpriteClips, motion_of, sprite_track
 from ..tasks.image_latent import vae_for
-from ..tasks.video import VideoModel, generate_frames, load_video
-from ..tokenizers.image_cnn import to_uint8
+from ..tasks.video import VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video
 from .image import psnr, ssim
 
 
@@ -41,21 +40,6 @@ def shift_frame(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[yd, xd] = frame[ys, xs]
     return out
-
-
-def _decode(tok, z: torch.Tensor) -> np.ndarray:
-    """latents [B, F, C, rows, cols] → uint8 [B, F, H, W, 3]."""
-    b, f = z.shape[:2]
-    imgs = to_uint8(tok.model.decode_latents(z.flatten(0, 1)))
-    return imgs.reshape(b, f, *imgs.shape[1:])
-
-
-def _encode(tok, frames: np.ndarray) -> torch.Tensor:
-    """uint8 [B, F, H, W, 3] → latents [B, F, C, rows, cols]."""
-    b, f = frames.shape[:2]
-    x = torch.from_numpy(frames.reshape(b * f, *frames.shape[2:])).permute(0, 3, 1, 2).float().div(255)
-    z = tok.model.encode(x).latents
-    return z.view(b, f, *z.shape[1:])
 
 
 _ROLLOUT = """import resource, sys, torch
@@ -93,11 +77,11 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]
     captions = [c.caption for c in cl]
     log(f"continuation: {clips} clips, {context} given frames, {horizon} generated")
-    z0 = _encode(tok, truth[:, :context])
+    z0 = frames_to_latents(tok, truth[:, :context])
     gen = []
     for i in range(0, clips, 8):
         z = generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed)
-        gen.append(_decode(tok, z))
+        gen.append(latents_to_frames(tok, z))
     gen = np.concatenate(gen)  # [N, horizon, H, W, 3]
     last = truth[:, context - 1]
     centres = [sprite_track(c.frames[:context])[0] for c in cl]
@@ -107,7 +91,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
                                                            for k in range(horizon)]) for n in range(clips)])}
     future = truth[:, context:]
     # the true future through the σ-VAE and back: what a perfect latent model would score
-    systems["vae_round_trip"] = np.concatenate([_decode(tok, _encode(tok, future[i:i + 8])) for i in range(0, clips, 8)])
+    systems["vae_round_trip"] = np.concatenate([latents_to_frames(tok, frames_to_latents(tok, future[i:i + 8])) for i in range(0, clips, 8)])
     cont = {}
     for name, frames in systems.items():
         p = np.array([[psnr(frames[n, k], future[n, k]) for k in range(horizon)] for n in range(clips)])
@@ -123,7 +107,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     adh, per_motion = [], {}
     for i in range(0, clips, 8):
         z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed)
-        for n, frames in enumerate(_decode(tok, z)):
+        for n, frames in enumerate(latents_to_frames(tok, z)):
             c = cl[i + n]
             hit = motion_of(frames) == c.motion
             adh.append(hit)

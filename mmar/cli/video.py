@@ -26,7 +26,7 @@ def _generate(args) -> int:
 
     from ..atomic import check_target
     from ..tasks.image_latent import vae_for
-    from ..tasks.video import generate_frames, load_video
+    from ..tasks.video import frames_to_latents, generate_frames, load_video
     from ..text.captions import words
     from ..tokenizers.image_cnn import to_uint8
     from ..video_io import WRITE_SUFFIXES, read_frames, write_video
@@ -49,9 +49,7 @@ def _generate(args) -> int:
     with torch.no_grad():
         if args.prompt_frames is not None:
             prompt_frames = read_frames(args.prompt_frames, side, MAX_PROMPT_FRAMES)
-            x = torch.from_numpy(prompt_frames).permute(0, 3, 1, 2).float().div(255)
-            z = tok.model.encode(x).latents  # [K, C, rows, cols]
-            prompt = z[None]
+            prompt = frames_to_latents(tok, prompt_frames[None])  # [1, K, C, rows, cols]
         new = []
         generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
                         on_frame=lambda i, z: new.append(to_uint8(tok.model.decode_latents(z))[0]))

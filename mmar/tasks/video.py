@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ from ..generation import FrameCache, FrameRecompute, denoise_frames
 from ..heads import DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
+from ..tokenizers.image_cnn import to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
 from .image_latent import latent_parts
@@ -289,3 +291,18 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temperature,
                          torch.Generator().manual_seed(seed), done, residual=net.residual)
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
+
+
+def latents_to_frames(tok: LoadedTokenizer, z: torch.Tensor) -> np.ndarray:
+    """σ-VAE latents [B, F, C, rows, cols] → uint8 frames [B, F, H, W, 3] (``tok``: the image_vae tokenizer)."""
+    b, f = z.shape[:2]
+    imgs = to_uint8(tok.model.decode_latents(z.flatten(0, 1)))
+    return imgs.reshape(b, f, *imgs.shape[1:])
+
+
+def frames_to_latents(tok: LoadedTokenizer, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [B, F, H, W, 3] → σ-VAE latents [B, F, C, rows, cols] (``tok``: the image_vae tokenizer)."""
+    b, f = frames.shape[:2]
+    x = torch.from_numpy(frames.reshape(b * f, *frames.shape[2:])).permute(0, 3, 1, 2).float().div(255)
+    z = tok.model.encode(x).latents
+    return z.view(b, f, *z.shape[1:])
