@@ -13,8 +13,10 @@ random windows of ``train.frames`` consecutive frames after the clip's caption, 
 they hold in the clip plus a random jump of up to ``train.position_jitter`` frames (the caption is
 dropped to ``<null>`` with probability ``train.caption_dropout`` for CFG); ``train.clean_p`` of the frames
 are clean context. With ``train.caption_windows`` p, a batch is instead, with probability p, the
-clips' first frames at their own positions with none clean: only the caption tells the motion,
-as in caption-only sampling. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
+clips' first ``train.caption_frames`` frames (default ``train.frames``) at their own positions, the
+first clean with probability ``train.caption_first_clean`` (default 0) and none after it: only the
+caption tells the motion, as in caption-only sampling (a clean first frame is what the second
+frame sees there). Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
 ``valid.jsonl`` the loss on the validation clips with a fixed noise draw (on their first window,
 and on their last, whose frames follow others: what ``model.memory`` sees). The export in
 ``<out>/export`` is a ``video`` checkpoint (``mmar video generate --checkpoint <out>/export``).
@@ -147,7 +149,12 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         clean_p, caption_only = tc["clean_p"], False
         if tc.get("caption_windows") and torch.rand(1, generator=gen).item() < tc["caption_windows"]:
             start, clean_p, caption_only = 0, 0.0, True  # a clip's first frames from its caption alone: what sets the motion
-        z, older = train_lat[idx, start:start + window], train_lat[idx, :start]
+        frames = window
+        if caption_only:
+            frames = tc.get("caption_frames") or window
+            clean_p = torch.zeros(frames)
+            clean_p[0] = tc.get("caption_first_clean", 0.0)
+        z, older = train_lat[idx, start:start + frames], train_lat[idx, :start]
         prefix = prefixes[idx].clone()
         prefix[torch.rand(b, generator=gen) < tc["caption_dropout"]] = vocab.null_batch(1)
         shift = start  # positions as in a rollout, plus a random jump so later frames are seen too

@@ -36,6 +36,17 @@ def test_training_loss_is_finite_backpropagates_and_ignores_clean_frames():
     assert vm.model(lat, prefix, clean_p=1.0, generator=g).item() == 0.0  # all context, nothing to learn
     again = vm.model(lat, prefix, clean_p=0.3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(again, vm.model(lat, prefix, clean_p=0.3, generator=torch.Generator().manual_seed(0)))
+    # per-frame probabilities: a constant row is the scalar; frames certain to be clean are context only
+    row = vm.model(lat, prefix, clean_p=torch.full((5,), 0.3), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, row)
+    first_clean = torch.tensor([1.0, 0, 0, 0, 0])
+    a = vm.model(lat, prefix, clean_p=first_clean, generator=torch.Generator().manual_seed(0))
+    b = vm.model(lat, prefix, clean_p=0.0, generator=torch.Generator().manual_seed(0))
+    moved = lat.clone()
+    moved[:, 0] += 1.0  # the clean first frame is context that the later frames see
+    c = vm.model(moved, prefix, clean_p=first_clean, generator=torch.Generator().manual_seed(0))
+    assert a.item() != b.item() and a.item() != c.item()
+    assert vm.model(lat, prefix, clean_p=torch.tensor([1.0, 1, 1, 1, 1]), generator=g).item() == 0.0
 
 
 @pytest.mark.parametrize("window,frames,cfg,local,residual,memory", [
@@ -220,7 +231,7 @@ def test_recipe_caption_windows_resume_and_change_the_batches(named_shapes_dir, 
 
     _, vae = make_latent_checkpoints(tmp_path / "ckpt")
     cfg = json.loads((root / "recipes/configs/video_debug.json").read_text())
-    cfg["train"] |= {"caption_windows": 0.5, "position_jitter": 3}
+    cfg["train"] |= {"caption_windows": 0.5, "position_jitter": 3, "caption_frames": 2, "caption_first_clean": 0.5}
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     train_video.train(cfg, a, named_shapes_dir, vae, progress=False)
     train_video.train(cfg, b, named_shapes_dir, vae, stop_after=3, progress=False)
@@ -230,6 +241,9 @@ def test_recipe_caption_windows_resume_and_change_the_batches(named_shapes_dir, 
     cfg["train"]["caption_windows"] = 0.0
     train_video.train(cfg, c, named_shapes_dir, vae, progress=False)
     assert losses(c) != losses(a)
+    cfg["train"] |= {"caption_windows": 0.5, "caption_frames": None, "caption_first_clean": 0.0}  # whole windows, none clean
+    train_video.train(cfg, tmp_path / "d", named_shapes_dir, vae, progress=False)
+    assert losses(tmp_path / "d") not in (losses(a), losses(c))
 
 
 # -- files and command line -------------------------------------------------------------------------

@@ -131,18 +131,19 @@ class VideoNet(nn.Module):
         mean = total[:, count] / count.clamp_min(1)[None, :, None, None].to(total.dtype)
         return self.memory_embedding(mean, first[:, count], count[None].expand(b, -1))
 
-    def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float = 0.1,
+    def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float | torch.Tensor = 0.1,
                 generator: torch.Generator | None = None, older: torch.Tensor | None = None,
                 offset: int | None = None) -> torch.Tensor:
         """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
         error of the head's ε − x on the noisy frames (x: the frame, or with ``residual`` its change;
-        each frame its own t; a share ``clean_p`` stays clean and is context only). ``older``
+        each frame its own t; a share ``clean_p`` stays clean and is context only; a tensor [F]
+        gives each frame of the window its own probability of being clean). ``older``
         [B, S, N, C]: the clip's frames before these (with ``memory``, its long-term context).
         ``offset``: the frames' positions start that many frames after the caption, as in a
         rollout (default: S, the clip's own)."""
         b, f, n, c = latents.shape
         t = torch.rand(b, f, generator=generator).to(latents)
-        clean = torch.rand(b, f, generator=generator).to(latents.device) < clean_p
+        clean = (torch.rand(b, f, generator=generator) < torch.as_tensor(clean_p).cpu()).to(latents.device)
         eps = torch.randn(latents.shape, generator=generator).to(latents)
         base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else 0.0
         target = latents - base  # what the head denoises: the frame, or its change from the frame before
