@@ -146,12 +146,10 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         b = tc["batch_size"]
         idx = torch.randint(0, len(train_lat), (b,), generator=gen)
         start = torch.randint(0, train_lat.shape[1] - window + 1, (1,), generator=gen).item()
-        clean_p, caption_only = tc["clean_p"], False
+        clean_p, caption_only, frames = tc["clean_p"], False, window
         if tc.get("caption_windows") and torch.rand(1, generator=gen).item() < tc["caption_windows"]:
-            start, clean_p, caption_only = 0, 0.0, True  # a clip's first frames from its caption alone: what sets the motion
-        frames = window
-        if caption_only:
-            frames = tc.get("caption_frames") or window
+            # a clip's first frames from its caption alone (the first perhaps clean): what sets the motion
+            start, caption_only, frames = 0, True, tc.get("caption_frames") or window
             clean_p = torch.zeros(frames)
             clean_p[0] = tc.get("caption_first_clean", 0.0)
         z, older = train_lat[idx, start:start + frames], train_lat[idx, :start]
