@@ -1,7 +1,7 @@
 """Gradio demo of mmar's video: a caption (and optionally first frames: a video, GIF or image) →
 a clip, one frame at a time with a progress bar.
 
-    python demos/video_app.py [--checkpoint DIR] [--tokenizer-checkpoint DIR] [--port 7862]
+    python demos/video_app.py [--checkpoint DIR] [--tokenizer-checkpoint DIR] [--refiner DIR | --no-refiner] [--port 7862]
 
 It binds to 127.0.0.1 only and refuses uploads over 10 MB. The endpoint's API name is
 ``/generate`` (for ``gradio_client``); it returns an MP4 (H.264) path. Needs ``pip install "mmar[demo,video]"``.
@@ -19,7 +19,7 @@ import torch
 
 from mmar.errors import command, gradio_errors, require
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frames_to_latents, generate_frames, load_video
+from mmar.tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, refiner_for
 from mmar.tokenizers.image_cnn import to_uint8
 from mmar.video_io import read_frames, write_video
 
@@ -28,11 +28,14 @@ MAX_FRAMES = 64
 MAX_PROMPT_FRAMES = 32
 
 
-def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None = None):
-    """The Gradio Blocks app over the video model and σ-VAE found at these paths (or by name)."""
+def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None = None, refiner: Path | None = None,
+              use_refiner: bool = True):
+    """The Gradio Blocks app over the video model, σ-VAE and temporal decoder found at these paths
+    (or by name; ``use_refiner`` False: plain per-frame decoding)."""
     gr = require("gradio", "demo")
     vm = load_video(checkpoint)
     tok = vae_for(vm, tokenizer_checkpoint)
+    ref = refiner_for(tok, refiner, use_refiner)
     out_dir = Path(tempfile.mkdtemp(prefix="mmar_video_"))
     errors_to_gradio = gradio_errors(gr)
 
@@ -49,9 +52,10 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
                 first = read_frames(Path(prompt_path), side, MAX_PROMPT_FRAMES)
                 prompt = frames_to_latents(tok, first[None])
             new: list[np.ndarray] = []
+            decode = frame_decoder(tok, ref, first[None], prompt)
 
             def done(i: int, z: torch.Tensor) -> None:
-                new.append(to_uint8(tok.model.decode_latents(z))[0])
+                new.append(to_uint8(decode(z))[0])
                 progress((i + 1) / n, desc=f"frame {i + 1} of {n}")
 
             progress(0, desc="frame 1")
@@ -84,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="video model (default: video-64 on the checkpoint search path)")
     ap.add_argument("--tokenizer-checkpoint", type=Path, help="σ-VAE (default: image-vae-64)")
+    ap.add_argument("--refiner", type=Path, help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+    ap.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     ap.add_argument("--port", type=int, default=7862)
     args = ap.parse_args(argv)
-    app = build_app(args.checkpoint, args.tokenizer_checkpoint)
+    app = build_app(args.checkpoint, args.tokenizer_checkpoint, args.refiner, not args.no_refiner)
     app.queue().launch(server_name="127.0.0.1", server_port=args.port, max_file_size=MAX_UPLOAD)
     return 0
 

@@ -30,58 +30,16 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from mmar.atomic import atomic_write
 from mmar.checkpoint import inference_state, save_pretrained
-from mmar.data.sprites import SpriteClips
+from mmar.data.sprite_latents import load_data
 from mmar.tasks.image_latent import load_image_vae
 from mmar.tasks.video import export_config, from_config, load_video
 from mmar.text.captions import CaptionVocab
 from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast, load_state, lr_at, optimizer_step,
                            pick_device, save_state, setup_distributed)
-
-CACHE_FORMAT = 1
-
-
-@torch.no_grad()
-def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, max_words: int,
-                 batch: int = 256) -> tuple[torch.Tensor, list[str]]:
-    """``count`` clips of ``split`` → (latents float [count, frames, N, C] on the CPU, captions of at
-    most ``max_words`` words: long sprite names are shortened, the motion is kept). The σ-VAE
-    encodes on whichever device it is on."""
-    clips = SpriteClips(root, split, frames=frames, seed=seed, max_words=max_words)
-    dev = next(tok.model.parameters()).device
-    out, captions = [], []
-    pending: list[torch.Tensor] = []
-    for i in range(count):
-        c = clips.clip(i)
-        captions.append(c.caption)
-        pending.append(torch.from_numpy(c.frames).permute(0, 3, 1, 2).float().div(255))
-        if len(pending) * frames >= batch or i + 1 == count:
-            x = torch.cat(pending).to(dev)
-            z = tok.model.encode(x).latents.float().cpu()  # [n · frames, C, rows, cols]
-            out.append(z.flatten(2).transpose(1, 2).reshape(len(pending), frames, -1, z.shape[1]))
-            pending = []
-    return torch.cat(out).contiguous(), captions
-
-
-def load_data(tok, root: Path, dc: dict, seed: int, max_words: int, out: Path | None) -> dict:
-    """Train and valid latents and captions, from ``out`` when it holds them for these settings."""
-    key = {"format": CACHE_FORMAT, "tokenizer": tok.weights, "clips": dc["clips"], "valid_clips": dc["valid_clips"],
-           "frames": dc["frames"], "seed": seed, "caption_words": max_words}
-    meta = out.with_suffix(".json") if out is not None else None
-    if out is not None and out.is_file() and meta.is_file() and json.loads(meta.read_text())["key"] == key:
-        return {**load_file(str(out)), **json.loads(meta.read_text())["captions"]}
-    tl, tc = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed, max_words)
-    vl, vc = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed, max_words)
-    if out is not None:
-        atomic_write(out, lambda p: save_file({"train": tl, "valid": vl}, str(p)))
-        atomic_write(meta, lambda p: p.write_text(json.dumps({"key": key, "captions": {"train_captions": tc, "valid_captions": vc}})))
-    return {"train": tl, "valid": vl, "train_captions": tc, "valid_captions": vc}
-
 
 @torch.no_grad()
 def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int, clean_p: float, batch: int = 16,

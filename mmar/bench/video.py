@@ -4,7 +4,10 @@ never trained on (:class:`mmar.data.sprites.SpriteClips`, test split), in one ru
 - **continuation**: from the first ``context`` true frames of a clip, ``horizon`` new frames; PSNR
   and SSIM against the true next frames (per horizon step and averaged), next to two baselines:
   repeat the last given frame, and shift it by the sprite's last observed motion; and the true
-  frames through the σ-VAE and back, the most any model on these latents can score;
+  frames' latents decoded, the most any model on these latents can score. Frames are decoded by
+  the σ-VAE and, when there is one, the temporal decoder (``refiner``: each frame refined from
+  the one before, the first from the last given frame); the ``*_plain*`` rows then show the
+  σ-VAE's decoding alone;
 - **sprite position error**: the distance (px) between the sprite's centre in generated and in
   true frames (:func:`mmar.data.sprites.sprite_track`);
 - **caption adherence**: clips generated from the caption alone; the share whose measured motion
@@ -28,7 +31,8 @@ import torch
 
 from ..data.sprites import SpriteClips, motion_of, sprite_track
 from ..tasks.image_latent import vae_for
-from ..tasks.video import VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video
+from ..tasks.video import VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video, refiner_for
+from ..tokenizers.frame_refiner import NAME as REFINER_NAME
 from .image import psnr, ssim
 
 
@@ -65,33 +69,40 @@ def peak_memory_mib(checkpoint: Path | None, frames: int, steps: int) -> float:
 def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None, clips: int = 32,
                     context: int = 4, horizon: int = 8, steps: int = 8, cfg_scale: float = 1.5, seed: int = 0,
                     speed_frames: int = 4, memory: bool = True, log=print, split: str = "test",
-                    temperature: float = 1.0) -> dict:
+                    temperature: float = 1.0, refiner: Path | None = None, use_refiner: bool = True) -> dict:
     """Score the model on ``clips`` clips of ``split`` (see the module doc; "valid" for decisions
-    such as how long to train, "test" for what is reported) → results dict."""
+    such as how long to train, "test" for what is reported) → results dict. Frames are decoded
+    with the temporal decoder ``refiner`` (default: the shipped one, see
+    :func:`mmar.tasks.video.refiner_for`; ``use_refiner`` False: none)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
     tok = vae_for(vm, tokenizer)
+    ref = refiner_for(tok, refiner, use_refiner)
     test = SpriteClips(data, split, frames=context + horizon, seed=seed, max_words=vm.vocab.max_len)
     cl = [test.clip(i) for i in range(clips)]
     truth = np.stack([c.frames for c in cl])  # [N, F, H, W, 3]
     captions = [c.caption for c in cl]
     log(f"continuation: {clips} clips, {context} given frames, {horizon} generated")
     z0 = frames_to_latents(tok, truth[:, :context])
-    gen = []
-    for i in range(0, clips, 8):
-        z = generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed)
-        gen.append(latents_to_frames(tok, z))
-    gen = np.concatenate(gen)  # [N, horizon, H, W, 3]
+    zg = torch.cat([generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed)
+                    for i in range(0, clips, 8)])
+    future = truth[:, context:]
+    zf = torch.cat([frames_to_latents(tok, future[i:i + 8]) for i in range(0, clips, 8)])
+
+    def decoded(z: torch.Tensor, refine: bool) -> np.ndarray:  # [N, horizon, H, W, 3], after the given frames
+        return np.concatenate([latents_to_frames(tok, z[i:i + 8], ref if refine else None, truth[i:i + 8, :context], z0[i:i + 8])
+                               for i in range(0, clips, 8)])
+
     last = truth[:, context - 1]
     centres = [sprite_track(c.frames[:context])[0] for c in cl]
     motion = [np.nan_to_num(c[-1] - c[-2]) if len(c) > 1 else np.zeros(2) for c in centres]
-    systems = {"model": gen, "repeat_last": np.repeat(last[:, None], horizon, 1),
+    systems = {"model": decoded(zg, True), **({"model_plain_decoder": decoded(zg, False)} if ref is not None else {}),
+               "repeat_last": np.repeat(last[:, None], horizon, 1),
                "shift_by_last_motion": np.stack([np.stack([shift_frame(last[n], *(np.round(motion[n] * (k + 1)).astype(int)))
-                                                           for k in range(horizon)]) for n in range(clips)])}
-    future = truth[:, context:]
-    # the true future through the σ-VAE and back: what a perfect latent model would score
-    systems["vae_round_trip"] = np.concatenate([latents_to_frames(tok, frames_to_latents(tok, future[i:i + 8])) for i in range(0, clips, 8)])
+                                                           for k in range(horizon)]) for n in range(clips)]),
+               # the true future's latents decoded: what a perfect latent model would score
+               "vae_round_trip": decoded(zf, True), **({"vae_round_trip_plain": decoded(zf, False)} if ref is not None else {})}
     cont = {}
     for name, frames in systems.items():
         p = np.array([[psnr(frames[n, k], future[n, k]) for k in range(horizon)] for n in range(clips)])
@@ -107,7 +118,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     adh, per_motion = [], {}
     for i in range(0, clips, 8):
         z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed)
-        for n, frames in enumerate(latents_to_frames(tok, z)):
+        for n, frames in enumerate(latents_to_frames(tok, z, ref)):
             c = cl[i + n]
             hit = motion_of(frames) == c.motion
             adh.append(hit)
@@ -129,7 +140,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     clip16 = time.perf_counter() - t0
     result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
               "temperature": temperature,
-              "model": vm.model_id, "tokenizer": tok.model_id, "window": vm.window, "continuation": cont,
+              "model": vm.model_id, "tokenizer": tok.model_id, "refiner": None if ref is None else REFINER_NAME,
+              "window": vm.window, "continuation": cont,
               "caption_adherence": float(np.mean(adh)),
               "caption_adherence_per_motion": {m: float(np.mean(v)) for m, v in sorted(per_motion.items())},
               "speed_seconds_per_frame": speed, "seconds_16_frames_8_steps_no_cfg": clip16}
@@ -143,7 +155,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
 def format_video(r: dict) -> str:
     """The results as text tables."""
     lines = [f"continuation of {r['clips']} {r.get('split', 'test')} clips (sprites never trained on): {r['context']} given frames → "
-             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}, temperature {r.get('temperature', 1.0):g}",
+             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}, temperature {r.get('temperature', 1.0):g}, "
+             f"decoder: {r.get('tokenizer', 'σ-VAE')}" + (f" + {r['refiner']}" if r.get("refiner") else " alone"),
              f"{'system':<22}{'PSNR':>8}{'SSIM':>8}{'sprite err px':>15}"]
     for name, v in r["continuation"].items():
         e = v["sprite_position_error_px"]

@@ -130,9 +130,11 @@ def _bench_video(args: argparse.Namespace) -> int:
 
     if not 1 <= args.clips <= 10_000 or not 2 <= args.context <= 256 or not 1 <= args.horizon <= 256:
         raise MmarError("--clips must be 1..10000, --context 2..256 and --horizon 1..256")
+    if args.no_refiner and args.refiner is not None:
+        raise MmarError("--refiner and --no-refiner contradict each other")
     result = run_video_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.clips, args.context, args.horizon,
                              args.steps, args.cfg, args.seed, memory=not args.no_memory, split=args.split,
-                             temperature=args.temperature)
+                             temperature=args.temperature, refiner=args.refiner, use_refiner=not args.no_refiner)
     print(format_video(result))
     if args.json:
         write_json(result, args.json)
@@ -174,6 +176,8 @@ def add_parser(sub) -> None:
     v.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (the sprites; python -m mmar.data.emoji)")
     v.add_argument("--checkpoint", type=Path, default=None, help="video model (default: video-64)")
     v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: the one the model was trained on)")
+    v.add_argument("--refiner", type=Path, default=None, help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+    v.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     v.add_argument("--clips", type=int, default=32)
     v.add_argument("--split", choices=("test", "valid"), default="test",
                    help="sprites never trained on: valid for decisions, test for reporting")

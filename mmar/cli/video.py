@@ -5,8 +5,9 @@ animated GIF, or one still image) is read up to its first 256 frames, each centr
 square and resized to 64×64 (Lanczos, alpha on white); the output file holds the prompt frames
 followed by the N new ones, 64×64 at 8 frames per second, as H.264 MP4 or a looping GIF, written
 atomically (never over an existing file without -f). Checkpoints: --checkpoint (default video-64 on
-the checkpoint search path) and --tokenizer-checkpoint (default: the shipped σ-VAE the model was
-trained on).
+the checkpoint search path), --tokenizer-checkpoint (default: the shipped σ-VAE the model was
+trained on) and --refiner (default: the shipped temporal decoder video-refiner-64, which refines
+each decoded frame from the one before; --no-refiner decodes each frame on its own).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _generate(args) -> int:
 
     from ..atomic import check_target
     from ..tasks.image_latent import vae_for
-    from ..tasks.video import frames_to_latents, generate_frames, load_video
+    from ..tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, refiner_for
     from ..text.captions import words
     from ..tokenizers.image_cnn import to_uint8
     from ..video_io import WRITE_SUFFIXES, read_frames, write_video
@@ -39,9 +40,12 @@ def _generate(args) -> int:
         raise MmarError(f"{args.output}: write .mp4 or .gif")
     if args.caption.strip() and not words(args.caption):
         raise MmarError(f"caption {args.caption!r:.60} has no words (an empty caption means unconditional)")
+    if args.no_refiner and args.refiner is not None:
+        raise MmarError("--refiner and --no-refiner contradict each other")
     check_target(args.output, args.force)
     vm = load_video(args.checkpoint)
     tok = vae_for(vm, args.tokenizer_checkpoint)
+    refiner = refiner_for(tok, args.refiner, not args.no_refiner)
     vm.vocab.encode(args.caption)  # too long → one error line
     side = tok.cfg.image_size
     prompt_frames = np.zeros((0, side, side, 3), np.uint8)
@@ -51,8 +55,9 @@ def _generate(args) -> int:
             prompt_frames = read_frames(args.prompt_frames, side, MAX_PROMPT_FRAMES)
             prompt = frames_to_latents(tok, prompt_frames[None])  # [1, K, C, rows, cols]
         new = []
+        decode = frame_decoder(tok, refiner, prompt_frames[None], prompt)
         generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
-                        on_frame=lambda i, z: new.append(to_uint8(tok.model.decode_latents(z))[0]))
+                        on_frame=lambda i, z: new.append(to_uint8(decode(z))[0]))
     frames = np.concatenate([prompt_frames, np.stack(new)])
     write_video(args.output, frames, args.fps, args.force)
     unknown = vm.vocab.unknown(args.caption)
@@ -78,4 +83,7 @@ def add_parser(sub) -> None:
     g.add_argument("--fps", type=int, default=8, choices=range(1, 61), metavar="FPS", help="frames per second (default 8)")
     g.add_argument("--checkpoint", type=Path, default=None, metavar="DIR", help="video model (default: video-64)")
     g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: the one the model was trained on)")
+    g.add_argument("--refiner", type=Path, default=None, metavar="DIR",
+                   help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+    g.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     g.set_defaults(func=_generate)

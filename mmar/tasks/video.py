@@ -44,6 +44,8 @@ from ..generation import FrameCache, FrameRecompute, denoise_frames
 from ..heads import DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
+from ..tokenizers.frame_refiner import NAME as REFINER_NAME
+from ..tokenizers.frame_refiner import FrameRefiner, VideoDecoder, load_refiner
 from ..tokenizers.image_cnn import to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
@@ -294,11 +296,46 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
 
 
-def latents_to_frames(tok: LoadedTokenizer, z: torch.Tensor) -> np.ndarray:
-    """σ-VAE latents [B, F, C, rows, cols] → uint8 frames [B, F, H, W, 3] (``tok``: the image_vae tokenizer)."""
-    b, f = z.shape[:2]
-    imgs = to_uint8(tok.model.decode_latents(z.flatten(0, 1)))
-    return imgs.reshape(b, f, *imgs.shape[1:])
+def refiner_for(tok: LoadedTokenizer, path: Path | None = None, use: bool = True) -> FrameRefiner | None:
+    """The temporal decoder (:mod:`mmar.tokenizers.frame_refiner`) for ``tok``'s latents: ``path``
+    if given (an error unless it was trained on ``tok``'s weights); else the shipped
+    ``video-refiner-64`` when it was trained on them; else (or with ``use`` False) None: plain
+    per-frame decoding."""
+    if not use:
+        return None
+    if path is None:
+        try:
+            path = find_checkpoint(REFINER_NAME)
+        except MmarError:
+            return None
+        loaded = load_refiner(path)
+        return loaded.model if tok.speaks(loaded.vae_weights) else None
+    loaded = load_refiner(Path(path))
+    if not tok.speaks(loaded.vae_weights):
+        raise MmarError(f"{path} refines VAE weights {loaded.vae_weights}, not {tok.weights} ({tok.model_id})")
+    return loaded.model
+
+
+def frame_decoder(tok: LoadedTokenizer, refiner: FrameRefiner | None = None, prompt: np.ndarray | None = None,
+                  prompt_latents: torch.Tensor | None = None) -> VideoDecoder:
+    """A streaming decoder of generated latents (:class:`~mmar.tokenizers.frame_refiner.VideoDecoder`:
+    each call takes a frame's latents [B, C, rows, cols] → float [B, 3, H, W]) that continues
+    after the last of the uint8 ``prompt`` frames [B, K, H, W, 3] (latents ``prompt_latents``
+    [B, K, C, rows, cols]); with no prompt, or no ``refiner``, frames are decoded one by one."""
+    prev = prev_z = None
+    if refiner is not None and prompt is not None and prompt.shape[1]:
+        prev = torch.from_numpy(prompt[:, -1]).permute(0, 3, 1, 2).float().div(255)
+        prev_z = prompt_latents[:, -1]
+    return VideoDecoder(tok.model.decode_latents, refiner, prev, prev_z)
+
+
+def latents_to_frames(tok: LoadedTokenizer, z: torch.Tensor, refiner: FrameRefiner | None = None,
+                      prompt: np.ndarray | None = None, prompt_latents: torch.Tensor | None = None) -> np.ndarray:
+    """σ-VAE latents [B, F, C, rows, cols] → uint8 frames [B, F, H, W, 3] (``tok``: the image_vae
+    tokenizer; with a ``refiner``, each frame refined from the one before, the first from the last
+    ``prompt`` frame as in :func:`frame_decoder`)."""
+    dec = frame_decoder(tok, refiner, prompt, prompt_latents)
+    return np.stack([to_uint8(dec(z[:, k])) for k in range(z.shape[1])], 1)
 
 
 def frames_to_latents(tok: LoadedTokenizer, frames: np.ndarray) -> torch.Tensor:
