@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, help="video model (default: video-64 on the checkpoint search path)")
     ap.add_argument("--tokenizer-checkpoint", type=Path, help="σ-VAE (default: image-vae-64)")
-    ap.add_argument("--refiner", type=Path, help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+    ap.add_argument("--refiner", type=Path, help="a trained temporal decoder (default: motion compensation, no weights)")
     ap.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     ap.add_argument("--port", type=int, default=7862)
     args = ap.parse_args(argv)

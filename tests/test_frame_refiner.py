@@ -1,6 +1,6 @@
-"""The temporal decoder of video latents: identity at initialisation, causal, the first frame
-plain without a previous one, checkpoints that name their VAE, the CLI's choice of decoder, and
-the recipe (resume == uninterrupted)."""
+"""The temporal decoder of video latents: motion search, detail moved by an untrained refiner,
+causal decoding with the first frame plain when nothing came before, checkpoints that name their
+VAE, the CLI's and the bench's choice of decoder, and the recipe (resume == uninterrupted)."""
 
 import json
 import subprocess
@@ -35,17 +35,40 @@ def blur(z: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(torch.nn.functional.interpolate(z, scale_factor=4, mode="bilinear"))
 
 
-def test_fresh_refiner_is_the_plain_decoding_and_needs_a_previous_frame():
-    z, prev = torch.randn(2, 5, 3, 4, 4), torch.rand(2, 3, 16, 16)
+def test_block_motion_finds_a_translation_and_flat_blocks_stay():
+    torch.manual_seed(0)
+    img = torch.ones(2, 3, 32, 32)
+    img[:, :, 8:20, 6:18] = torch.rand(2, 3, 12, 12)
+    shift = torch.zeros(2, 2, 32, 32)
+    shift[:, 0], shift[:, 1] = 2.5, -3.0
+    cur = fr.warp(img, shift)
+    field = fr.block_motion(cur, img)
+    assert field.shape == (2, 2, 32, 32) and torch.equal(field[:, :, 12, 10], torch.tensor([[2.5, -3.0]] * 2))
+    assert torch.equal(field[:, :, 28, 28], torch.zeros(2, 2))  # white on white: no motion
+    assert torch.allclose(fr.warp(img, field), cur, atol=1e-6)
+    with pytest.raises(MmarError):
+        fr.block_motion(torch.rand(1, 3, 12, 16), torch.rand(1, 3, 12, 16))
+
+
+def test_fresh_refiner_moves_the_detail_and_the_first_frame_is_plain():
+    torch.manual_seed(1)
+    sharp = torch.ones(1, 3, 32, 32)
+    sharp[:, :, 10:22, 8:20] = torch.rand(1, 3, 12, 12)
+    soft = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1)  # what a lossy decoder gives back
+    shift = torch.zeros(1, 2, 32, 32)
+    shift[:, 1] = 3.0
     fresh = fr.FrameRefiner(fr.FrameRefinerConfig((8, 16), 1, 4)).eval()
+    out = fresh(fr.warp(soft, shift), sharp, soft)  # the frame before was shown sharp
+    want = fr.warp(sharp, shift)
+    assert (out - want).abs().mean() < 0.1 * (fr.warp(soft, shift) - want).abs().mean()
+    z = torch.randn(2, 5, 3, 4, 4)
     plain = fr.decode_video(blur, None, z)
-    assert torch.equal(fr.decode_video(blur, fresh, z, prev, torch.randn(2, 3, 4, 4)), plain)
     r = noisy_refiner()
     out = fr.decode_video(blur, r, z)
     assert torch.equal(out[:, 0], plain[:, 0]) and not torch.allclose(out[:, 1:], plain[:, 1:])
     assert out.min() >= 0 and out.max() <= 1
     with pytest.raises(MmarError):
-        fr.decode_video(blur, r, z, prev)  # the previous frame without its latents
+        fr.decode_video(blur, r, z, torch.rand(2, 3, 16, 16))  # the previous frame without its latents
 
 
 def test_decoding_is_causal_and_streams():
@@ -91,6 +114,8 @@ def test_refiner_checkpoints_name_their_vae(refiner_ckpts):
     tok = load_image_vae(vae)
     loaded = tv.refiner_for(tok, good)
     assert isinstance(loaded, fr.FrameRefiner) and tv.refiner_for(tok, good, use=False) is None
+    default = tv.refiner_for(tok)  # motion compensation alone: nothing to load, fits any VAE
+    assert not default.learned and not list(default.parameters())
     with pytest.raises(MmarError, match="0badf00d"):
         tv.refiner_for(tok, other)
     z = torch.randn(1, 3, 4, 8, 8)
@@ -147,8 +172,9 @@ def test_bench_scores_the_refined_and_the_plain_decoding(refiner_ckpts, named_sh
     assert main(common + ["--refiner", str(good)]) == 0
     r = json.loads(out.read_text())
     cont = r["continuation"]
-    assert r["refiner"] == fr.NAME and {"model_plain_decoder", "vae_round_trip_plain"} <= set(cont)
+    assert r["refiner"] == str(good) and {"model_plain_decoder", "vae_round_trip_plain"} <= set(cont)
     assert cont["model"]["psnr"] != cont["model_plain_decoder"]["psnr"]
+    assert main(common) == 0 and json.loads(out.read_text())["refiner"] == "motion compensation"
     assert main(common + ["--no-refiner"]) == 0
     r = json.loads(out.read_text())
     assert r["refiner"] is None and "model_plain_decoder" not in r["continuation"]

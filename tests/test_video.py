@@ -333,7 +333,8 @@ def test_bench_video_cli(named_shapes_dir, tmp_path, capsys):
                  "--tokenizer-checkpoint", str(vae), "--clips", "3", "--horizon", "3", "--steps", "2", "--no-memory",
                  "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert set(r["continuation"]) == {"model", "repeat_last", "shift_by_last_motion", "vae_round_trip"}
+    assert set(r["continuation"]) == {"model", "model_plain_decoder", "repeat_last", "shift_by_last_motion", "vae_round_trip",
+                                      "vae_round_trip_plain"}
     assert len(r["continuation"]["model"]["psnr_per_step"]) == 3 and 0 <= r["caption_adherence"] <= 1
     for v in r["speed_seconds_per_frame"].values():
         assert v["max_abs_difference"] < 1e-4 and v["cached"] > 0

@@ -32,7 +32,6 @@ import torch
 from ..data.sprites import SpriteClips, motion_of, sprite_track
 from ..tasks.image_latent import vae_for
 from ..tasks.video import VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video, refiner_for
-from ..tokenizers.frame_refiner import NAME as REFINER_NAME
 from .image import psnr, ssim
 
 
@@ -72,8 +71,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
                     temperature: float = 1.0, refiner: Path | None = None, use_refiner: bool = True) -> dict:
     """Score the model on ``clips`` clips of ``split`` (see the module doc; "valid" for decisions
     such as how long to train, "test" for what is reported) → results dict. Frames are decoded
-    with the temporal decoder ``refiner`` (default: the shipped one, see
-    :func:`mmar.tasks.video.refiner_for`; ``use_refiner`` False: none)."""
+    with the temporal decoder (:func:`mmar.tasks.video.refiner_for`: motion compensation, or the
+    trained ``refiner``; ``use_refiner`` False: none)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     vm: VideoModel = load_video(checkpoint)
@@ -140,7 +139,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     clip16 = time.perf_counter() - t0
     result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
               "temperature": temperature,
-              "model": vm.model_id, "tokenizer": tok.model_id, "refiner": None if ref is None else REFINER_NAME,
+              "model": vm.model_id, "tokenizer": tok.model_id, "refiner": None if ref is None else str(refiner or "motion compensation"),
               "window": vm.window, "continuation": cont,
               "caption_adherence": float(np.mean(adh)),
               "caption_adherence_per_motion": {m: float(np.mean(v)) for m, v in sorted(per_motion.items())},

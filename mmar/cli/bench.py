@@ -176,7 +176,7 @@ def add_parser(sub) -> None:
     v.add_argument("--data", type=Path, default=Path("data/emoji"), help="emoji renders (the sprites; python -m mmar.data.emoji)")
     v.add_argument("--checkpoint", type=Path, default=None, help="video model (default: video-64)")
     v.add_argument("--tokenizer-checkpoint", type=Path, default=None, help="σ-VAE (default: the one the model was trained on)")
-    v.add_argument("--refiner", type=Path, default=None, help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+    v.add_argument("--refiner", type=Path, default=None, help="a trained temporal decoder (default: motion compensation, no weights)")
     v.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     v.add_argument("--clips", type=int, default=32)
     v.add_argument("--split", choices=("test", "valid"), default="test",

@@ -6,8 +6,9 @@ square and resized to 64×64 (Lanczos, alpha on white); the output file holds th
 followed by the N new ones, 64×64 at 8 frames per second, as H.264 MP4 or a looping GIF, written
 atomically (never over an existing file without -f). Checkpoints: --checkpoint (default video-64 on
 the checkpoint search path), --tokenizer-checkpoint (default: the shipped σ-VAE the model was
-trained on) and --refiner (default: the shipped temporal decoder video-refiner-64, which refines
-each decoded frame from the one before; --no-refiner decodes each frame on its own).
+trained on). Each new frame is decoded by the σ-VAE and given back the detail of the frame shown
+before it, moved by block motion (mmar.tokenizers.frame_refiner; --refiner DIR: a trained
+correction on top; --no-refiner: each frame decoded on its own).
 """
 
 from __future__ import annotations
@@ -84,6 +85,6 @@ def add_parser(sub) -> None:
     g.add_argument("--checkpoint", type=Path, default=None, metavar="DIR", help="video model (default: video-64)")
     g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: the one the model was trained on)")
     g.add_argument("--refiner", type=Path, default=None, metavar="DIR",
-                   help="temporal decoder (default: video-refiner-64 when it fits the σ-VAE)")
+                   help="a trained temporal decoder (default: motion compensation, no weights)")
     g.add_argument("--no-refiner", action="store_true", help="decode each frame on its own with the σ-VAE")
     g.set_defaults(func=_generate)

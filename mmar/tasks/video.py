@@ -44,8 +44,7 @@ from ..generation import FrameCache, FrameRecompute, denoise_frames
 from ..heads import DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
-from ..tokenizers.frame_refiner import NAME as REFINER_NAME
-from ..tokenizers.frame_refiner import FrameRefiner, VideoDecoder, load_refiner
+from ..tokenizers.frame_refiner import FrameRefiner, FrameRefinerConfig, VideoDecoder, load_refiner
 from ..tokenizers.image_cnn import to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
@@ -297,19 +296,13 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
 
 
 def refiner_for(tok: LoadedTokenizer, path: Path | None = None, use: bool = True) -> FrameRefiner | None:
-    """The temporal decoder (:mod:`mmar.tokenizers.frame_refiner`) for ``tok``'s latents: ``path``
-    if given (an error unless it was trained on ``tok``'s weights); else the shipped
-    ``video-refiner-64`` when it was trained on them; else (or with ``use`` False) None: plain
-    per-frame decoding."""
+    """The temporal decoder (:mod:`mmar.tokenizers.frame_refiner`) for ``tok``'s latents: a
+    trained one from ``path`` (an error unless it was trained on ``tok``'s weights), else motion
+    compensation alone (no weights); ``use`` False: None, plain per-frame decoding."""
     if not use:
         return None
     if path is None:
-        try:
-            path = find_checkpoint(REFINER_NAME)
-        except MmarError:
-            return None
-        loaded = load_refiner(path)
-        return loaded.model if tok.speaks(loaded.vae_weights) else None
+        return FrameRefiner(FrameRefinerConfig(channels=())).eval()
     loaded = load_refiner(Path(path))
     if not tok.speaks(loaded.vae_weights):
         raise MmarError(f"{path} refines VAE weights {loaded.vae_weights}, not {tok.weights} ({tok.model_id})")

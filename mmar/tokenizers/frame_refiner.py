@@ -1,17 +1,22 @@
-"""A temporal decoder for σ-VAE video latents: each frame is decoded by the image VAE, then refined
-from the frame before it.
+"""A temporal decoder for σ-VAE video latents: each frame is decoded by the image VAE, then given
+back the detail of the frame before it, moved to where this frame's content went.
 
 An 8 × 8 × 4 latent grid cannot hold a 64 × 64 frame's detail (the VAE round trip of sprite
 clips scores about 27 dB), but in a video that detail is almost all in the previous frame,
-displaced. :class:`FrameRefiner` is a small U-Net that reads three images: the VAE decoding of
-this frame's latents, the previous frame as shown (a true prompt frame, or the refiner's own
-last output) and the VAE decoding of the previous frame's latents. The last two differ by the
-detail the latents lost; the network moves it to where this frame's latents put the content,
-and adds it to this frame's decoding. The encoder is untouched, so every model trained on the
-VAE's latents keeps working; only decoding changes. With no previous frame (the first frame of a
-clip generated from a caption alone) the frame is the plain VAE decoding.
+displaced. :class:`FrameRefiner` reads three images: the VAE decoding of this frame's latents,
+the previous frame as shown (a true prompt frame, or the refiner's own last output) and the VAE
+decoding of the previous frame's latents. The last two differ by the detail the latents lost.
+Block matching (:func:`block_motion`, a video codec's motion search) finds where each 8 × 8
+block of this frame's decoding came from in the previous one; both previous images are warped by
+that motion (:func:`warp`), and their difference, the moved detail, is added to this frame's
+decoding. This needs no weights (``FrameRefinerConfig(channels=())``, the default decoder of
+:func:`mmar.tasks.video.refiner_for`). With ``channels``, a small U-Net also learns a correction
+of what the motion model misses (``recipes/train_video_refiner.py``; it starts at zero). The
+encoder is untouched, so every model trained on the VAE's latents keeps working; only decoding
+changes. With no previous frame (the first frame of a clip generated from a caption alone) a
+frame is the plain VAE decoding.
 
-Decoding is causal and sequential: :func:`decode_video` feeds each output to the next frame.
+Decoding is causal and sequential: :class:`VideoDecoder` feeds each output to the next frame.
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..checkpoint import load_pretrained
 from ..errors import MmarError
 from .image_cnn import ResBlock, _norm
 
-NAME = "video-refiner-64"
+NAME = "video-refiner"
 
 
 @dataclass
 class FrameRefinerConfig:
-    """Widths per resolution (full, 1/2, 1/4, ...) and residual blocks per resolution."""
+    """The correcting U-Net: widths per resolution (full, 1/2, 1/4, ...; none: no U-Net, motion
+    compensation alone) and residual blocks per resolution below the full one."""
 
     channels: tuple[int, ...] = (32, 64, 96)
     res_blocks: int = 1
@@ -41,22 +48,27 @@ class FrameRefinerConfig:
 def config_from_dict(config: dict, where: str = "config") -> FrameRefinerConfig:
     """A checked :class:`FrameRefinerConfig` from a config's ``model`` dict (bounded before it sizes anything)."""
     ch, rb, g = config.get("channels", [32, 64, 96]), config.get("res_blocks", 1), config.get("groups", 8)
-    if (not isinstance(ch, list) or not 1 <= len(ch) <= 5
+    if (not isinstance(ch, list) or not 0 <= len(ch) <= 5
             or any(isinstance(c, bool) or not isinstance(c, int) or not 4 <= c <= 512 for c in ch)
             or any(isinstance(v, bool) or not isinstance(v, int) for v in (rb, g)) or not 0 <= rb <= 8 or not 1 <= g <= 64):
-        raise MmarError(f"{where}: a frame refiner needs 1-5 channel widths of 4..512, res_blocks 0..8 and groups 1..64")
+        raise MmarError(f"{where}: a frame refiner needs 0-5 channel widths of 4..512, res_blocks 0..8 and groups 1..64")
     return FrameRefinerConfig(tuple(ch), rb, g)
 
 
 class FrameRefiner(nn.Module):
-    """U-Net: (decoding of z_t, previous frame, decoding of z_{t-1}), each [B, 3, H, W] in [0, 1]
-    → frame t [B, 3, H, W] = decoding of z_t + a learnt correction (zero at initialisation).
-    H and W must be divisible by 2 ** (len(channels) − 1)."""
+    """(decoding of z_t, previous frame, decoding of z_{t-1}), each [B, 3, H, W] in [0, 1] → frame t
+    [B, 3, H, W] = decoding of z_t + the previous frame's detail moved by block motion (+ the
+    U-Net's correction when ``cfg.channels``; zero at initialisation). H and W must be multiples
+    of 8 and of 2 ** (len(channels) − 1)."""
 
     def __init__(self, cfg: FrameRefinerConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or FrameRefinerConfig()
+        self.block, self.radius = 8, 6  # motion search: 8 × 8 blocks, ±6 px (sprites move 2-4 px a frame)
         ch, g = cfg.channels, cfg.groups
+        self.learned = bool(ch)  # no channels: motion compensation alone, no weights
+        if not ch:
+            return
         self.stem = nn.Conv2d(9, ch[0], 3, padding=1)
         self.down = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in zip(ch, ch[1:]))
         blocks = lambda i, c: [ResBlock(c, g) for _ in range(cfg.res_blocks if i else 0)]  # noqa: E731  (none at full resolution: CPU cost)
@@ -70,14 +82,20 @@ class FrameRefiner(nn.Module):
 
     @property
     def factor(self) -> int:
-        return 2 ** (len(self.cfg.channels) - 1)
+        return max(self.block, 2 ** (len(self.cfg.channels) - 1))
 
     def forward(self, base: torch.Tensor, prev: torch.Tensor, prev_base: torch.Tensor) -> torch.Tensor:
+        """(decoding of z_t, previous frame, decoding of z_{t-1}) [B, 3, H, W] in [0, 1] → frame t [B, 3, H, W]."""
         if base.shape != prev.shape or base.shape != prev_base.shape or base.dim() != 4 or base.shape[1] != 3:
             raise MmarError(f"a frame refiner reads three [B, 3, H, W] images of one shape, got {tuple(base.shape)}, "
                             f"{tuple(prev.shape)}, {tuple(prev_base.shape)}")
         if base.shape[-1] % self.factor or base.shape[-2] % self.factor:
             raise MmarError(f"frame sides must be multiples of {self.factor}, got {tuple(base.shape[-2:])}")
+        flow = block_motion(base, prev_base, self.block, self.radius)
+        prev, prev_base = warp(prev, flow), warp(prev_base, flow)
+        moved = base + prev - prev_base  # this frame's decoding plus the detail moved from the frame before
+        if not self.learned:
+            return moved
         x = self.stem(torch.cat([base, prev, prev_base], 1) * 2 - 1)
         skips = []
         for i, block in enumerate(self.enc):
@@ -88,7 +106,46 @@ class FrameRefiner(nn.Module):
         x = self.mid(x)
         for i in reversed(range(len(self.up))):
             x = self.dec[i](torch.cat([self.up[i](x), skips[i]], 1))
-        return base + self.out(x)
+        return moved + self.out(x)
+
+
+@torch.no_grad()
+def block_motion(cur: torch.Tensor, ref: torch.Tensor, block: int = 8, radius: int = 6, step: float = 0.5,
+                 penalty: float = 1e-3) -> torch.Tensor:
+    """Motion search: images [B, 3, H, W] → a per-pixel displacement field [B, 2, H, W] (dy, dx in
+    pixels, constant over each ``block`` × ``block`` block) such that ``cur`` ≈ ``warp(ref, field)``.
+    Each block takes the candidate of a grid of ``step`` px within ±``radius`` px that minimises the
+    block's mean absolute grey-level difference plus ``penalty`` per pixel of displacement (flat
+    blocks, which match anywhere, stay put)."""
+    b, _, h, w = cur.shape
+    if h % block or w % block:
+        raise MmarError(f"frame sides must be multiples of the {block}-pixel block, got {h}×{w}")
+    g_cur, g_ref = cur.mean(1, keepdim=True), ref.mean(1, keepdim=True)
+    n = int(round(radius / step))
+    offsets = torch.arange(-n, n + 1, dtype=cur.dtype) * step
+    cands = torch.cartesian_prod(offsets, offsets)  # [K, 2]
+    best = torch.full((b, 1, h // block, w // block), float("inf"), dtype=cur.dtype)
+    field = torch.zeros(b, 2, h // block, w // block, dtype=cur.dtype)
+    for chunk in cands.split(64):
+        k = len(chunk)
+        moved = warp(g_ref.repeat(k, 1, 1, 1), chunk.repeat_interleave(b, 0)[:, :, None, None].expand(k * b, 2, h, w))
+        cost = F.avg_pool2d((moved - g_cur.repeat(k, 1, 1, 1)).abs(), block).view(k, b, 1, h // block, w // block)
+        cost = cost + penalty * chunk.norm(dim=1).view(k, 1, 1, 1, 1)
+        low, arg = cost.min(0)
+        better = low < best
+        best = torch.where(better, low, best)
+        field = torch.where(better, chunk[arg.squeeze(1)].permute(0, 3, 1, 2), field)
+    return field.repeat_interleave(block, 2).repeat_interleave(block, 3)
+
+
+def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """images [B, C, H, W] moved by a displacement field [B, 2, H, W] (dy, dx px): out(p) = img(p − d),
+    bilinear, edges extended."""
+    b, _, h, w = img.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=img.dtype), torch.arange(w, dtype=img.dtype), indexing="ij")
+    y, x = ys - field[:, 0], xs - field[:, 1]
+    grid = torch.stack([2 * (x + 0.5) / w - 1, 2 * (y + 0.5) / h - 1], -1)
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class VideoDecoder:
