@@ -21,10 +21,9 @@ Decoding is causal and sequential: :class:`VideoDecoder` feeds each output to th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-
-import math
 
 import torch
 import torch.nn as nn
