@@ -33,7 +33,7 @@ from mmar.data.sprite_latents import load_data
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import load_image_vae
 from mmar.tokenizers.frame_refiner import FrameRefiner, config_from_dict, decode_video, export_config
-from mmar.tokenizers.image_cnn import psnr, reconstruction_loss
+from mmar.tokenizers.image_cnn import from_uint8, psnr, reconstruction_loss
 from mmar.training import Budget, MetricsLog, append_jsonl, load_state, lr_at, optimizer_step, save_state
 
 
@@ -46,7 +46,7 @@ def pixels(clips: SpriteClips, idx: list[int], start: int | list[int], frames: i
     """Frames ``start..start + frames`` of clips ``idx`` → float [B, frames, 3, H, W] in [0, 1]."""
     starts = [start] * len(idx) if isinstance(start, int) else start
     x = [clips.clip(i).frames[s:s + frames] for i, s in zip(idx, starts)]
-    return torch.from_numpy(np.stack(x)).permute(0, 1, 4, 2, 3).float().div(255)
+    return from_uint8(np.stack(x))
 
 
 @torch.no_grad()

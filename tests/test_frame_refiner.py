@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mmar.checkpoint import save_pretrained
 from mmar.errors import MmarError
@@ -139,17 +138,14 @@ def test_cli_refiner_flags(refiner_ckpts, tmp_path):
 def test_recipe_resume_equals_uninterrupted(named_shapes_dir, tmp_path):
     sys.path.insert(0, str(ROOT / "recipes"))
     import train_video_refiner
-    from recipe_helpers import losses
+    from recipe_helpers import losses, resumed_and_uninterrupted, same_state
     from test_image_latent import make_latent_checkpoints
 
     _, vae = make_latent_checkpoints(tmp_path / "ckpt")
     cfg = json.loads((ROOT / "recipes/configs/video_refiner_debug.json").read_text())
     a, b = tmp_path / "a", tmp_path / "b"
-    train_video_refiner.train(cfg, a, named_shapes_dir, vae, progress=False)
-    train_video_refiner.train(cfg, b, named_shapes_dir, vae, stop_after=3, progress=False)
-    train_video_refiner.train(cfg, b, named_shapes_dir, vae, progress=False)
-    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa) and losses(a) == losses(b) and len(losses(a)) == 8
+    resumed_and_uninterrupted(train_video_refiner.train, cfg, a, b, named_shapes_dir, vae)
+    assert same_state(a, b) and losses(a) == losses(b) and len(losses(a)) == 8
     tok = load_image_vae(vae)
     r = tv.refiner_for(tok, a / "export")
     assert r.cfg.channels == (8, 16)

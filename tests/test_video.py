@@ -186,17 +186,14 @@ def test_recipe_resume_equals_uninterrupted_and_exports(named_shapes_dir, tmp_pa
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "recipes"))
     import train_video
-    from recipe_helpers import losses
+    from recipe_helpers import losses, resumed_and_uninterrupted, same_state
     from test_image_latent import make_latent_checkpoints
 
     _, vae = make_latent_checkpoints(tmp_path / "ckpt")
     cfg = json.loads((root / "recipes/configs/video_debug.json").read_text())
     a, b = tmp_path / "a", tmp_path / "b"
-    train_video.train(cfg, a, named_shapes_dir, vae, progress=False)
-    train_video.train(cfg, b, named_shapes_dir, vae, stop_after=3, progress=False)
-    train_video.train(cfg, b, named_shapes_dir, vae, progress=False)
-    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa) and losses(a) == losses(b) and len(losses(a)) == 8
+    resumed_and_uninterrupted(train_video.train, cfg, a, b, named_shapes_dir, vae)
+    assert same_state(a, b) and losses(a) == losses(b) and len(losses(a)) == 8
     vm = tv.load_video(a / "export")
     assert vm.window == 4 and vm.grid == (8, 8) and "disc" in vm.vocab.stoi
     assert tv.generate_frames(vm, ["red disc moves left"], 2, steps=1).shape == (1, 2, 4, 8, 8)
@@ -221,23 +218,18 @@ def test_recipe_caption_windows_resume_and_change_the_batches(named_shapes_dir, 
     import sys
     from pathlib import Path
 
-    from safetensors.torch import load_file
-
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "recipes"))
     import train_video
-    from recipe_helpers import losses
+    from recipe_helpers import losses, resumed_and_uninterrupted, same_state
     from test_image_latent import make_latent_checkpoints
 
     _, vae = make_latent_checkpoints(tmp_path / "ckpt")
     cfg = json.loads((root / "recipes/configs/video_debug.json").read_text())
     cfg["train"] |= {"caption_windows": 0.5, "position_jitter": 3, "caption_frames": 2, "caption_first_clean": 0.5}
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    train_video.train(cfg, a, named_shapes_dir, vae, progress=False)
-    train_video.train(cfg, b, named_shapes_dir, vae, stop_after=3, progress=False)
-    train_video.train(cfg, b, named_shapes_dir, vae, progress=False)
-    sa, sb = load_file(str(a / "state.safetensors")), load_file(str(b / "state.safetensors"))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa) and losses(a) == losses(b)
+    resumed_and_uninterrupted(train_video.train, cfg, a, b, named_shapes_dir, vae)
+    assert same_state(a, b) and losses(a) == losses(b)
     cfg["train"]["caption_windows"] = 0.0
     train_video.train(cfg, c, named_shapes_dir, vae, progress=False)
     assert losses(c) != losses(a)

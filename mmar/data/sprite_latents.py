@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_write
+from ..tokenizers.image_cnn import from_uint8
 from .sprites import SpriteClips
 
 CACHE_FORMAT = 1
@@ -33,7 +34,7 @@ def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int
     for i in range(count):
         c = clips.clip(i)
         captions.append(c.caption)
-        pending.append(torch.from_numpy(c.frames).permute(0, 3, 1, 2).float().div(255))
+        pending.append(from_uint8(c.frames))
         if len(pending) * frames >= batch or i + 1 == count:
             x = torch.cat(pending).to(dev)
             z = tok.model.encode(x).latents.float().cpu()  # [n · frames, C, rows, cols]

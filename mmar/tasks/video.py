@@ -45,7 +45,7 @@ from ..heads import DiffusionHead, timestep_embedding
 from ..text.captions import CaptionVocab
 from ..tokenizers.base import LoadedTokenizer
 from ..tokenizers.frame_refiner import FrameRefiner, FrameRefinerConfig, VideoDecoder, load_refiner
-from ..tokenizers.image_cnn import to_uint8
+from ..tokenizers.image_cnn import from_uint8, to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
 from .image_latent import latent_parts
@@ -317,7 +317,7 @@ def frame_decoder(tok: LoadedTokenizer, refiner: FrameRefiner | None = None, pro
     [B, K, C, rows, cols]); with no prompt, or no ``refiner``, frames are decoded one by one."""
     prev = prev_z = None
     if refiner is not None and prompt is not None and prompt.shape[1]:
-        prev = torch.from_numpy(prompt[:, -1]).permute(0, 3, 1, 2).float().div(255)
+        prev = from_uint8(prompt[:, -1])
         prev_z = prompt_latents[:, -1]
     return VideoDecoder(tok.model.decode_latents, refiner, prev, prev_z)
 
@@ -334,6 +334,5 @@ def latents_to_frames(tok: LoadedTokenizer, z: torch.Tensor, refiner: FrameRefin
 def frames_to_latents(tok: LoadedTokenizer, frames: np.ndarray) -> torch.Tensor:
     """uint8 frames [B, F, H, W, 3] → σ-VAE latents [B, F, C, rows, cols] (``tok``: the image_vae tokenizer)."""
     b, f = frames.shape[:2]
-    x = torch.from_numpy(frames.reshape(b * f, *frames.shape[2:])).permute(0, 3, 1, 2).float().div(255)
-    z = tok.model.encode(x).latents
+    z = tok.model.encode(from_uint8(frames.reshape(b * f, *frames.shape[2:]))).latents
     return z.view(b, f, *z.shape[1:])

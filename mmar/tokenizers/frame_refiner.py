@@ -131,7 +131,7 @@ def block_motion(cur: torch.Tensor, ref: torch.Tensor, block: int = 8, radius: i
     for chunk in cands.split(64):
         k = len(chunk)
         moved = warp(g_ref.repeat(k, 1, 1, 1), chunk.repeat_interleave(b, 0)[:, :, None, None].expand(k * b, 2, h, w))
-        cost = F.avg_pool2d((moved - g_cur.repeat(k, 1, 1, 1)).abs(), block).view(k, b, 1, h // block, w // block)
+        cost = F.avg_pool2d((moved.view(k, b, 1, h, w) - g_cur).abs().flatten(0, 1), block).view(k, b, 1, h // block, w // block)
         cost = cost + penalty * chunk.norm(dim=1).view(k, 1, 1, 1, 1)
         low, arg = cost.min(0)
         better = low < best

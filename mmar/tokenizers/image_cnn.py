@@ -163,6 +163,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def from_uint8(frames: np.ndarray) -> torch.Tensor:
+    """uint8 images [..., H, W, 3] → float [..., 3, H, W] in [0, 1] (the inverse of :func:`to_uint8`)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float().div(255)
+
+
 def psnr(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of images [B, 3, H, W] in [0, 1] → [B] (rec is clamped to [0, 1])."""
     mse = (rec.clamp(0, 1) - target).pow(2).flatten(1).mean(1)
