@@ -43,9 +43,10 @@ from mmar.training import (Budget, MetricsLog, WeightEMA, append_jsonl, autocast
 
 @torch.no_grad()
 def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int, clean_p: float, batch: int = 16,
-               start: int = 0) -> float:
+               start: int = 0, bases: torch.Tensor | None = None) -> float:
     """The training loss on ``frames`` frames of validation clips from ``start`` (the frames before
-    it: long-term context), with one fixed noise draw."""
+    it: long-term context), with one fixed noise draw (``bases``: the clips' motion-predicted bases,
+    for a ``motion_base`` model)."""
     was = net.training
     net.eval()
     gen, dev = torch.Generator().manual_seed(1234), next(net.parameters()).device
@@ -53,7 +54,8 @@ def valid_loss(net, vm, latents: torch.Tensor, captions: list[str], frames: int,
     for i in range(0, len(latents), batch):
         z, older = latents[i:i + batch, start:start + frames], latents[i:i + batch, :start]
         prefix = vm.vocab.batch(captions[i:i + batch])
-        total += float(net(z.to(dev), prefix.to(dev), clean_p, gen, older.to(dev))) * len(z)
+        base = None if bases is None else bases[i:i + batch, start:start + frames].to(dev)
+        total += float(net(z.to(dev), prefix.to(dev), clean_p, gen, older.to(dev), base=base)) * len(z)
         n += len(z)
     net.train(was)
     return total / max(n, 1)
@@ -70,10 +72,13 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
     tok = load_image_vae(tokenizer or (Path(dc["tokenizer"]) if dc.get("tokenizer") else None))
     tok.model.to(device)  # encodes the clips there (seconds on a GPU)
     out.mkdir(parents=True, exist_ok=True)
-    d = load_data(tok, root, dc, tc["seed"], mc["caption_len"], out / "latents.safetensors" if dist_info.main else None)
+    motion_base = mc.get("motion_base", False)
+    d = load_data(tok, root, dc, tc["seed"], mc["caption_len"], out / "latents.safetensors" if dist_info.main else None,
+                  motion_base)
     vocab = CaptionVocab.build(d["train_captions"], mc["caption_len"])
     config = export_config(mc, cfg["head"], vocab, tok.model.latent_dim, tuple(tok.cfg.grid), mc["window"], tok,
-                           cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False), mc.get("memory", False))
+                           cfg.get("name", "video-64"), mc.get("local", 0), mc.get("residual", False), mc.get("memory", False),
+                           motion_base)
     torch.manual_seed(tc["seed"])
     vm = from_config(config)
     model = vm.model.to(device)
@@ -85,7 +90,7 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         if unexpected or any(not k.startswith(("prev.", "longterm.")) for k in missing):  # only new maps may be new
             raise SystemExit(f"--init {init}: its weights do not fit this model ({(unexpected or missing)[:3]})")
     ema = WeightEMA(model, tc["weight_ema"]) if tc.get("weight_ema") else None
-    train_lat, train_caps = d["train"], d["train_captions"]
+    train_lat, train_caps, train_base = d["train"], d["train_captions"], d.get("train_base")
     prefixes = vocab.batch(train_caps)
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + dist_info.rank)
     optim = torch.optim.AdamW(model.parameters(), lr=oc["lr"], betas=tuple(oc["betas"]), weight_decay=oc["weight_decay"])
@@ -117,7 +122,8 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         if tc.get("position_jitter") and not caption_only:
             shift += int(torch.randint(0, tc["position_jitter"] + 1, (1,), generator=gen))
         with autocast(device):
-            loss = net(z.to(device), prefix.to(device), clean_p, gen, older.to(device), shift)
+            base = None if train_base is None else train_base[idx, start:start + frames].to(device)
+            loss = net(z.to(device), prefix.to(device), clean_p, gen, older.to(device), shift, base)
         optimizer_step(loss, optim, model.parameters(), oc["grad_clip"], ema, model)
         step += 1
         bar.update(1)
@@ -129,8 +135,10 @@ def train(cfg: dict, out: Path, data: Path | None = None, tokenizer: Path | None
         if dist_info.main and len(d["valid"]) and ((tc["eval_every"] and step % tc["eval_every"] == 0) or last):
             scored = ema.model if ema is not None else model
             late = d["valid"].shape[1] - window  # the last window, after frames that left it (long-term context)
-            ev = {"valid_loss": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"]),
-                  "valid_loss_late": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"], start=late)}
+            vb = d.get("valid_base")
+            ev = {"valid_loss": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"], bases=vb),
+                  "valid_loss_late": valid_loss(scored, vm, d["valid"], d["valid_captions"], window, tc["clean_p"], start=late,
+                                                bases=vb)}
             metrics.update(ev)
             append_jsonl(out / "valid.jsonl", {"step": step, **ev})
         if dist_info.main and (step % tc["save_every"] == 0 or last):

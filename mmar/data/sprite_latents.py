@@ -16,43 +16,57 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_write
 from ..tokenizers.image_cnn import from_uint8
+from ..tasks.video_base import motion_bases
 from .sprites import SpriteClips
 
 CACHE_FORMAT = 1
+BASES_FORMAT = 1  # how motion-predicted bases are made: bump when that changes
+
+
+def tokens(z: torch.Tensor) -> torch.Tensor:
+    """Latent grids [B, F, C, rows, cols] → token rows [B, F, N, C] (N = rows · cols), as cached."""
+    return z.flatten(3).transpose(2, 3)
 
 
 @torch.no_grad()
 def encode_clips(tok, root: Path, split: str, count: int, frames: int, seed: int, max_words: int,
-                 batch: int = 256) -> tuple[torch.Tensor, list[str]]:
+                 batch: int = 256, bases: bool = False) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
     """``count`` clips of ``split`` → (latents float [count, frames, N, C] on the CPU, captions of at
-    most ``max_words`` words: long sprite names are shortened, the motion is kept). The σ-VAE
-    encodes on whichever device it is on."""
+    most ``max_words`` words: long sprite names are shortened, the motion is kept, and with
+    ``bases`` the frames' motion-predicted bases [count, frames, N, C] (:mod:`mmar.tasks.video_base`),
+    else None). The σ-VAE encodes on whichever device it is on."""
     clips = SpriteClips(root, split, frames=frames, seed=seed, max_words=max_words)
     dev = next(tok.model.parameters()).device
-    out, captions = [], []
+    encode = lambda x: tok.model.encode(x).latents.float()  # noqa: E731  [M, 3, H, W] → [M, C, rows, cols]
+    out, based, captions = [], [], []
     pending: list[torch.Tensor] = []
     for i in range(count):
         c = clips.clip(i)
         captions.append(c.caption)
         pending.append(from_uint8(c.frames))
         if len(pending) * frames >= batch or i + 1 == count:
-            x = torch.cat(pending).to(dev)
-            z = tok.model.encode(x).latents.float().cpu()  # [n · frames, C, rows, cols]
-            out.append(z.flatten(2).transpose(1, 2).reshape(len(pending), frames, -1, z.shape[1]))
+            x = torch.stack(pending).to(dev)  # [n, frames, 3, H, W]
+            z = encode(x.flatten(0, 1))
+            z = z.view(len(pending), frames, *z.shape[1:])
+            out.append(tokens(z).cpu())
+            if bases:
+                based.append(tokens(motion_bases(encode, x, z, batch)).cpu())
             pending = []
-    return torch.cat(out).contiguous(), captions
+    return torch.cat(out).contiguous(), captions, torch.cat(based).contiguous() if bases else None
 
 
-def load_data(tok, root: Path, dc: dict, seed: int, max_words: int, out: Path | None) -> dict:
-    """Train and valid latents and captions, from ``out`` when it holds them for these settings."""
+def load_data(tok, root: Path, dc: dict, seed: int, max_words: int, out: Path | None, bases: bool = False) -> dict:
+    """Train and valid latents and captions (with ``bases``, also their motion-predicted bases
+    ``train_base`` and ``valid_base``), from ``out`` when it holds them for these settings."""
     key = {"format": CACHE_FORMAT, "tokenizer": tok.weights, "clips": dc["clips"], "valid_clips": dc["valid_clips"],
-           "frames": dc["frames"], "seed": seed, "caption_words": max_words}
+           "frames": dc["frames"], "seed": seed, "caption_words": max_words, **({"bases": BASES_FORMAT} if bases else {})}
     meta = out.with_suffix(".json") if out is not None else None
     if out is not None and out.is_file() and meta.is_file() and json.loads(meta.read_text())["key"] == key:
         return {**load_file(str(out)), **json.loads(meta.read_text())["captions"]}
-    tl, tc = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed, max_words)
-    vl, vc = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed, max_words)
+    tl, tc, tb = encode_clips(tok, root, "train", dc["clips"], dc["frames"], seed, max_words, bases=bases)
+    vl, vc, vb = encode_clips(tok, root, "valid", dc["valid_clips"], dc["frames"], seed, max_words, bases=bases)
+    tensors = {"train": tl, "valid": vl, **({"train_base": tb, "valid_base": vb} if bases else {})}
     if out is not None:
-        atomic_write(out, lambda p: save_file({"train": tl, "valid": vl}, str(p)))
+        atomic_write(out, lambda p: save_file(tensors, str(p)))
         atomic_write(meta, lambda p: p.write_text(json.dumps({"key": key, "captions": {"train_captions": tc, "valid_captions": vc}})))
-    return {"train": tl, "valid": vl, "train_captions": tc, "valid_captions": vc}
+    return {**tensors, "train_captions": tc, "valid_captions": vc}

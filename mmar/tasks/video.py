@@ -68,13 +68,20 @@ class VideoNet(nn.Module):
     ``memory`` = W > 0 (the attention window, in frames) adds a long-term context: frames that
     have left a frame's window are pooled over 2 × 2 cells, and a map of their mean and of the
     newest of them is added to every token of the frame (zero-initialised; zero before any frame
-    has left). Its state is bounded (:class:`FrameState`), so rollouts of any length keep it."""
+    has left). Its state is bounded (:class:`FrameState`), so rollouts of any length keep it.
+
+    ``motion_base`` (with ``residual``): the change is taken from each frame's motion-predicted
+    base (:mod:`mmar.tasks.video_base`: the frame before moved on by its last motion) instead of
+    the frame before, so motion that goes on is the zero change. The bases come from outside
+    (they need the frames as shown): ``forward(..., base=)`` and a :class:`~mmar.tasks.video_base.MotionBase`
+    when sampling."""
 
     def __init__(self, trunk: CausalTransformer, head: DiffusionHead, grid: tuple[int, int], local: int = 0,
-                 residual: bool = False, memory: int = 0):
+                 residual: bool = False, memory: int = 0, motion_base: bool = False):
         super().__init__()
         d, c = trunk.cfg.dim, head.cfg.latent_dim
         self.trunk, self.head, self.grid, self.local, self.residual, self.memory = trunk, head, grid, local, residual, memory
+        self.motion_base = motion_base
         self.tokens_per_frame = grid[0] * grid[1]
         self.time = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.clean = nn.Parameter(torch.zeros(d))
@@ -134,20 +141,24 @@ class VideoNet(nn.Module):
 
     def forward(self, latents: torch.Tensor, prefix: torch.Tensor, clean_p: float | torch.Tensor = 0.1,
                 generator: torch.Generator | None = None, older: torch.Tensor | None = None,
-                offset: int | None = None) -> torch.Tensor:
+                offset: int | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
         """Training loss: clips of latents [B, F, N, C] after captions prefix [B, P] → mean squared
         error of the head's ε − x on the noisy frames (x: the frame, or with ``residual`` its change;
         each frame its own t; a share ``clean_p`` stays clean and is context only; a tensor [F]
         gives each frame of the window its own probability of being clean). ``older``
         [B, S, N, C]: the clip's frames before these (with ``memory``, its long-term context).
         ``offset``: the frames' positions start that many frames after the caption, as in a
-        rollout (default: S, the clip's own)."""
+        rollout (default: S, the clip's own). ``base`` [B, F, N, C]: the frames' motion-predicted
+        bases (required with ``motion_base``, ignored otherwise)."""
         b, f, n, c = latents.shape
+        if self.motion_base and (base is None or base.shape != latents.shape):
+            raise MmarError(f"a motion_base model needs bases shaped like its latents {tuple(latents.shape)}")
         t = torch.rand(b, f, generator=generator).to(latents)
         clean = (torch.rand(b, f, generator=generator) < torch.as_tensor(clean_p).cpu()).to(latents.device)
         eps = torch.randn(latents.shape, generator=generator).to(latents)
-        base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else 0.0
-        target = latents - base  # what the head denoises: the frame, or its change from the frame before
+        if not self.motion_base:
+            base = torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], 1) if self.residual else 0.0
+        target = latents - base  # what the head denoises: the frame, or its change from its base
         noisy = (1 - t)[..., None, None] * target + t[..., None, None] * eps
         xt = torch.where(clean[..., None, None], latents, base + noisy)
         extra = torch.where(clean.repeat_interleave(n, 1)[..., None], self.clean, self.time_embedding(t, b, f))
@@ -235,27 +246,29 @@ class VideoModel:
 
 def export_config(model: dict, head: dict, vocab: CaptionVocab, latent_dim: int, grid: tuple[int, int], window: int,
                   tokenizer: LoadedTokenizer | None = None, name: str = NAME, local: int = 0, residual: bool = False,
-                  memory: bool = False) -> dict:
+                  memory: bool = False, motion_base: bool = False) -> dict:
     """The ``config.json`` of a video checkpoint (kind ``video``): a latent model's plus its
-    ``window`` and, when used, the ``local`` previous-frame neighbourhood, ``residual`` and the
-    long-term ``memory`` (see :class:`VideoNet`)."""
+    ``window`` and, when used, the ``local`` previous-frame neighbourhood, ``residual``, the
+    long-term ``memory`` and the ``motion_base`` (see :class:`VideoNet`)."""
     return latent_export_config(model, head, vocab, latent_dim, grid, tokenizer, name, kind="video", window=window,
                                 **({"local": local} if local else {}), **({"residual": True} if residual else {}),
-                                **({"memory": True} if memory else {}))
+                                **({"memory": True} if memory else {}), **({"motion_base": True} if motion_base else {}))
 
 
 def from_config(config: dict, where: str = "config") -> VideoModel:
     """A checked config dict (see :func:`export_config`) → a :class:`VideoModel` with fresh weights."""
     p = latent_parts(config, where, "video", "video model", objectives=("flow",), default_name=NAME)
     window, local, residual = config.get("window"), config.get("local", 0), config.get("residual", False)
-    memory = config.get("memory", False)
+    memory, motion_base = config.get("memory", False), config.get("motion_base", False)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW or max(p.grid) > 64:
         raise MmarError(f"{where}: window must be 1..{MAX_WINDOW} and the grid at most 64 a side")
     if local not in (0, 1, 3, 5) or not isinstance(residual, bool) or not isinstance(memory, bool):
         raise MmarError(f"{where}: local must be 0, 1, 3 or 5, and residual and memory true or false")
+    if not isinstance(motion_base, bool) or (motion_base and not residual):
+        raise MmarError(f"{where}: motion_base must be true or false, and true only with residual")
     if memory and (p.grid[0] % 2 or p.grid[1] % 2):
         raise MmarError(f"{where}: the long-term memory pools 2 × 2 cells: the latent grid must be even, got {p.grid}")
-    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local, residual, window if memory else 0), p.vocab, p.grid,
+    return VideoModel(VideoNet(p.trunk, p.head, p.grid, local, residual, window if memory else 0, motion_base), p.vocab, p.grid,
                       window, p.name, tokenizer_weights=p.tokenizer_weights)
 
 

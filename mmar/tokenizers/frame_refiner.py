@@ -150,6 +150,28 @@ def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@torch.no_grad()
+def extrapolate(last: torch.Tensor, before: torch.Tensor, radius: int = 6, penalty: float = 1e-3) -> torch.Tensor:
+    """The next frame if the motion from ``before`` to ``last`` (images [B, C, H, W]) goes on:
+    ``last`` moved once more by the one whole-pixel shift d within ±``radius`` px for which
+    ``before`` moved by d best matches it (mean absolute grey-level difference plus ``penalty`` per
+    pixel of shift, as :func:`block_motion`; edges extended, as :func:`warp`) → [B, C, H, W]."""
+    r, (h, w) = radius, last.shape[-2:]
+    pad = lambda x: F.pad(x, (r, r, r, r), mode="replicate")  # noqa: E731
+    g_last, g_before = last.mean(1), pad(before.mean(1, keepdim=True))[:, 0]
+    best = torch.full((last.shape[0],), float("inf"), dtype=last.dtype)
+    shift = torch.zeros(last.shape[0], 2, dtype=torch.long)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            moved = g_before[:, r - dy:r - dy + h, r - dx:r - dx + w]  # moved(p) = before(p − d)
+            cost = (moved - g_last).abs().mean((1, 2)) + penalty * math.hypot(dy, dx)
+            better = cost < best
+            best = torch.where(better, cost, best)
+            shift[better] = torch.tensor([dy, dx])
+    padded = pad(last)
+    return torch.stack([padded[i, :, r - dy:r - dy + h, r - dx:r - dx + w] for i, (dy, dx) in enumerate(shift.tolist())])
+
+
 class VideoDecoder:
     """Streaming decoding of a video's latents: ``decoder(z [B, C, rows, cols])`` → the next frame
     [B, 3, H, W] in [0, 1], refined from the frame it returned before (``refiner`` None: the plain
