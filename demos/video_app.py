@@ -19,7 +19,7 @@ import torch
 
 from mmar.errors import command, gradio_errors, require
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, refiner_for
+from mmar.tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
 from mmar.tokenizers.image_cnn import to_uint8
 from mmar.video_io import read_frames, write_video
 
@@ -60,7 +60,7 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
 
             progress(0, desc="frame 1")
             generate_frames(vm, [caption or ""], n, prompt, max(1, min(50, int(steps))), float(cfg), 1.0, int(seed),
-                            on_frame=done)
+                            on_frame=done, base=motion_base(vm, tok, ref, first[None], prompt))
         path = out_dir / f"clip_{int(seed)}_{abs(hash((caption, prompt_path, n, steps, cfg))) % 10**8}.mp4"
         return str(write_video(path, np.concatenate([first, np.stack(new)]), force=True))
 

@@ -407,19 +407,23 @@ FrameContext = FrameCache | FrameRecompute
 @torch.no_grad()
 def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shape: tuple[int, int, int], steps: int,
                    cfg_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
-                   on_frame: Callable[[int, torch.Tensor], None] | None = None, residual: bool = False) -> torch.Tensor:
+                   on_frame: Callable[[int, torch.Tensor], None] | None = None,
+                   base: Callable[[], torch.Tensor | None] | None = None) -> torch.Tensor:
     """Frame after frame: start from noise [B, N, C] (``shape``) · ``temperature`` at t = 1, take
     ``steps`` ODE steps of ``head`` to t = 0 (each step a ``context.peek`` for the hidden states),
     then ``context.commit`` the clean frame. With ``cfg_scale`` ≠ 1 the context's rows are
     [cond; uncond] halves ([2B, ...]): both get the same frame and the prediction is guided
-    (:func:`mmar.heads.guide`). With ``residual`` the head denoises the change from the last
-    committed frame (zeros before the first), and the trunk reads that frame plus the noisy change.
+    (:func:`mmar.heads.guide`). With ``base`` (called before each frame → [B, N, C], or None for
+    zeros) the head denoises the frame's change from it, and the trunk reads the base plus the noisy
+    change (residual models: the frame before, or its motion-predicted successor).
     ``on_frame(i, frame [B, N, C])`` sees each finished frame. → frames [B, frames, N, C]."""
     guided = cfg_scale != 1.0
     grid = time_grid(steps)
     out = []
     for f in range(frames):
-        last = context.last_frame if residual else None  # as committed: [2B, ...] when guided
+        last = None if base is None else base()
+        if last is not None and guided:
+            last = torch.cat([last, last])
         x = torch.randn(shape, generator=generator) * temperature
         for i in range(steps):
             xx = torch.cat([x, x]) if guided else x

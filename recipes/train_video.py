@@ -16,7 +16,8 @@ are clean context. With ``train.caption_windows`` p, a batch is instead, with pr
 clips' first ``train.caption_frames`` frames (default ``train.frames``) at their own positions, the
 first clean with probability ``train.caption_first_clean`` (default 0) and none after it: only the
 caption tells the motion, as in caption-only sampling (a clean first frame is what the second
-frame sees there). Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
+frame sees there). With ``model.motion_base`` the cache also holds each frame's motion-predicted
+base (:mod:`mmar.tasks.video_base`) and the model learns each frame's change from it. Resumes from ``<out>/state.safetensors``; ``metrics.csv`` logs the loss,
 ``valid.jsonl`` the loss on the validation clips with a fixed noise draw (on their first window,
 and on their last, whose frames follow others: what ``model.memory`` sees). The export in
 ``<out>/export`` is a ``video`` checkpoint (``mmar video generate --checkpoint <out>/export``).

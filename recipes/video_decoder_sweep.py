@@ -19,7 +19,7 @@ from mmar.atomic import write_json
 from mmar.bench.image import psnr
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video, refiner_for
+from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video, motion_base, refiner_for
 
 
 def main() -> int:
@@ -38,7 +38,8 @@ def main() -> int:
         cl = [SpriteClips(args.data, "valid", frames=12, seed=seed, max_words=vm.vocab.max_len).clip(i) for i in range(args.clips)]
         truth, captions = np.stack([c.frames for c in cl]), [c.caption for c in cl]
         z0 = frames_to_latents(tok, truth[:, :4])
-        latents = {"model": torch.cat([generate_frames(vm, captions[i:i + 8], 8, z0[i:i + 8], 8, 1.5, 1.0, seed)
+        latents = {"model": torch.cat([generate_frames(vm, captions[i:i + 8], 8, z0[i:i + 8], 8, 1.5, 1.0, seed,
+                                                       base=motion_base(vm, tok, refiner_for(tok), truth[i:i + 8, :4], z0[i:i + 8]))
                                        for i in range(0, args.clips, 8)]),
                    "round_trip": frames_to_latents(tok, truth[:, 4:])}
         for block in [None, *args.blocks]:

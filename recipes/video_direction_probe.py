@@ -20,7 +20,7 @@ import torch
 from mmar.atomic import atomic_write
 from mmar.data.sprites import SpriteClips, motion_of
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import generate_frames, latents_to_frames, load_video
+from mmar.tasks.video import generate_frames, latents_to_frames, load_video, motion_base, refiner_for
 
 DIRECTIONS = ("left", "right", "up", "down")
 MEASURED = (*DIRECTIONS, "still", "grows", "appears")
@@ -44,7 +44,8 @@ def main() -> int:
     with torch.no_grad():
         for d in DIRECTIONS:
             captions = [data.clip(i, motion=d).caption for i in range(args.clips)]
-            z = torch.cat([generate_frames(vm, captions[i:i + 8], args.frames, None, args.steps, args.cfg, 1.0, args.seed)
+            z = torch.cat([generate_frames(vm, captions[i:i + 8], args.frames, None, args.steps, args.cfg, 1.0, args.seed,
+                                           base=motion_base(vm, tok, refiner_for(tok)))
                            for i in range(0, args.clips, 8)])
             got[d] = [motion_of(f) for f in latents_to_frames(tok, z)]
     table = {d: dict(Counter(got[d])) for d in DIRECTIONS}

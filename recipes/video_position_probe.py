@@ -18,7 +18,7 @@ import torch
 from mmar.bench.image import psnr as image_psnr
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video
+from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video, motion_base, refiner_for
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -39,7 +39,9 @@ def main() -> int:
     z0 = frames_to_latents(tok, truth[:, :12])
     print(f"{args.clips} validation clips, 4 frames generated after 12, 8 steps, CFG 1.5, seed 0")
     for k in (12, vm.window - 1):
-        out = np.concatenate([latents_to_frames(tok, generate_frames(vm, captions[i:i + 8], 4, z0[i:i + 8, 12 - k:], 8, 1.5, 1.0, 0))
+        out = np.concatenate([latents_to_frames(tok, generate_frames(
+            vm, captions[i:i + 8], 4, z0[i:i + 8, 12 - k:], 8, 1.5, 1.0, 0,
+            base=motion_base(vm, tok, refiner_for(tok), truth[i:i + 8, 12 - k:12], z0[i:i + 8, 12 - k:])))
                               for i in range(0, args.clips, 8)])
         frames = [round(psnr(out[:, j], truth[:, 12 + j]), 2) for j in range(4)]
         print(f"prompt: last {k:>2} frames (new frames at positions {k}–{k + 3}): PSNR {psnr(out, truth[:, 12:]):.2f} dB, by frame {frames}")

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from mmar.atomic import atomic_write
 from mmar.data.sprites import SpriteClips
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video, refiner_for
+from mmar.tasks.video import frames_to_latents, generate_frames, latents_to_frames, load_video, motion_base, refiner_for
 
 GAP, LABEL = 2, 14  # pixels between frames; height of a caption line
 
@@ -54,10 +54,10 @@ def main() -> int:
     clips = [SpriteClips(args.data, args.split, frames=12, seed=0, max_words=vm.vocab.max_len).clip(i) for i in range(args.clips)]
     truth, captions = np.stack([c.frames for c in clips]), [c.caption for c in clips]
     z0 = frames_to_latents(tok, truth[:, :4])
-    zc = generate_frames(vm, captions, 8, z0, 8, 1.5, 1.0, 0)
+    zc = generate_frames(vm, captions, 8, z0, 8, 1.5, 1.0, 0, base=motion_base(vm, tok, ref, truth[:, :4], z0))
     cont = latents_to_frames(tok, zc, ref, truth[:, :4], z0)
     plain = latents_to_frames(tok, zc) if args.plain else None
-    alone = latents_to_frames(tok, generate_frames(vm, captions, 12, None, 8, 1.5, 1.0, 0), ref)
+    alone = latents_to_frames(tok, generate_frames(vm, captions, 12, None, 8, 1.5, 1.0, 0, base=motion_base(vm, tok, ref)), ref)
     rows = [(captions[i], [truth[i], np.concatenate([truth[i, :4], cont[i]]),
                            *([np.concatenate([truth[i, :4], plain[i]])] if args.plain else []), alone[i]])
             for i in range(args.clips)]

@@ -13,10 +13,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(window: int = 8, seed: int = 0, local: int = 0, grid: tuple[int, int] = (2, 2), residual: bool = False,
-         memory: bool = False) -> tv.VideoModel:
+         memory: bool = False, motion_base: bool = False) -> tv.VideoModel:
     vocab = CaptionVocab.build(["fox moves left", "red apple grows", "then bounces"], 6)
     config = tv.export_config({"dim": 32, "n_layers": 2, "n_heads": 2}, {"width": 32, "depth": 2, "objective": "flow"},
-                              vocab, 3, grid, window, name="video-tiny", local=local, residual=residual, memory=memory)
+                              vocab, 3, grid, window, name="video-tiny", local=local, residual=residual, memory=memory,
+                              motion_base=motion_base)
     torch.manual_seed(seed)
     vm = tv.from_config(config)
     for p in vm.model.parameters():  # zero-initialised layers would hide differences
@@ -239,6 +240,38 @@ def test_recipe_caption_windows_resume_and_change_the_batches(named_shapes_dir, 
 
 
 # -- files and command line -------------------------------------------------------------------------
+def test_recipe_motion_base_caches_bases_resumes_and_samples(named_shapes_dir, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from mmar.tasks.image_latent import load_image_vae
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "recipes"))
+    import train_video
+    from recipe_helpers import losses, resumed_and_uninterrupted, same_state
+    from test_image_latent import make_latent_checkpoints
+
+    _, vae = make_latent_checkpoints(tmp_path / "ckpt")
+    cfg = json.loads((root / "recipes/configs/video_debug.json").read_text())
+    cfg["model"] |= {"residual": True, "motion_base": True}
+    a, b = tmp_path / "a", tmp_path / "b"
+    resumed_and_uninterrupted(train_video.train, cfg, a, b, named_shapes_dir, vae)
+    assert same_state(a, b) and losses(a) == losses(b)
+    cache = load_file(str(a / "latents.safetensors"))
+    assert cache["train_base"].shape == cache["train"].shape and torch.equal(cache["train_base"][:, 1], cache["train"][:, 0])
+    vm, tok = tv.load_video(a / "export"), load_image_vae(vae)
+    assert vm.model.motion_base
+    with pytest.raises(MmarError):
+        tv.generate_frames(vm, ["red disc"], 2, steps=1)
+    z = tv.generate_frames(vm, ["red disc moves left"], 3, steps=1, base=tv.motion_base(vm, tok, tv.refiner_for(tok)))
+    assert z.shape == (1, 3, 4, 8, 8) and torch.isfinite(z).all()
+    assert tv.motion_base(tiny(), tok) is None  # other models need no bases
+
+
 def test_video_files_round_trip_and_bad_inputs(tmp_path):
     from mmar.video_io import read_frames, write_video
 

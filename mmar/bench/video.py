@@ -31,7 +31,8 @@ import torch
 
 from ..data.sprites import SpriteClips, motion_of, sprite_track
 from ..tasks.image_latent import vae_for
-from ..tasks.video import VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video, refiner_for
+from ..tasks.video import (VideoModel, frames_to_latents, generate_frames, latents_to_frames, load_video, motion_base,
+                           refiner_for)
 from .image import psnr, ssim
 
 
@@ -47,10 +48,12 @@ def shift_frame(frame: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 _ROLLOUT = """import resource, sys, torch
 from pathlib import Path
-from mmar.tasks.video import generate_frames, load_video
+from mmar.tasks.image_latent import vae_for
+from mmar.tasks.video import generate_frames, load_video, motion_base, refiner_for
 torch.set_num_threads(1)
 vm = load_video(Path(sys.argv[1]) if sys.argv[1] else None)
-generate_frames(vm, ["fox moves left"], int(sys.argv[2]), steps=int(sys.argv[3]))
+tok = vae_for(vm, None)
+generate_frames(vm, ["fox moves left"], int(sys.argv[2]), steps=int(sys.argv[3]), base=motion_base(vm, tok, refiner_for(tok)))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
@@ -84,7 +87,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     captions = [c.caption for c in cl]
     log(f"continuation: {clips} clips, {context} given frames, {horizon} generated")
     z0 = frames_to_latents(tok, truth[:, :context])
-    zg = torch.cat([generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed)
+    zg = torch.cat([generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed,
+                                    base=motion_base(vm, tok, ref, truth[i:i + 8, :context], z0[i:i + 8]))
                     for i in range(0, clips, 8)])
     future = truth[:, context:]
     zf = torch.cat([frames_to_latents(tok, future[i:i + 8]) for i in range(0, clips, 8)])
@@ -116,7 +120,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     log("caption adherence")
     adh, per_motion = [], {}
     for i in range(0, clips, 8):
-        z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed)
+        z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed,
+                            base=motion_base(vm, tok, ref))
         for n, frames in enumerate(latents_to_frames(tok, z, ref)):
             c = cl[i + n]
             hit = motion_of(frames) == c.motion
@@ -131,7 +136,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
             times = []
             for _ in range(speed_repeats):  # the fastest of a few runs: the least disturbed by the machine
                 t0 = time.perf_counter()
-                outs[cached] = generate_frames(vm, captions[:1], speed_frames, z0[:1], s, 1.0, 1.0, seed, cached=cached)
+                outs[cached] = generate_frames(vm, captions[:1], speed_frames, z0[:1], s, 1.0, 1.0, seed, cached=cached,
+                                               base=motion_base(vm, tok, ref, truth[:1, :context], z0[:1]))
                 times.append(time.perf_counter() - t0)
             row["cached" if cached else "recompute"] = min(times) / speed_frames
         row["speedup"] = row["recompute"] / row["cached"]
@@ -140,7 +146,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     clip16 = []
     for _ in range(speed_repeats):
         t0 = time.perf_counter()
-        generate_frames(vm, captions[:1], 16, None, 8, 1.0, 1.0, seed)
+        generate_frames(vm, captions[:1], 16, None, 8, 1.0, 1.0, seed, base=motion_base(vm, tok, ref))
         clip16.append(time.perf_counter() - t0)
     clip16 = min(clip16)
     result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,

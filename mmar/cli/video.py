@@ -28,7 +28,7 @@ def _generate(args) -> int:
 
     from ..atomic import check_target
     from ..tasks.image_latent import vae_for
-    from ..tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, refiner_for
+    from ..tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
     from ..text.captions import words
     from ..tokenizers.image_cnn import to_uint8
     from ..video_io import WRITE_SUFFIXES, read_frames, write_video
@@ -58,7 +58,8 @@ def _generate(args) -> int:
         new = []
         decode = frame_decoder(tok, refiner, prompt_frames[None], prompt)
         generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
-                        on_frame=lambda i, z: new.append(to_uint8(decode(z))[0]))
+                        on_frame=lambda i, z: new.append(to_uint8(decode(z))[0]),
+                        base=motion_base(vm, tok, refiner, prompt_frames[None], prompt))
     frames = np.concatenate([prompt_frames, np.stack(new)])
     write_video(args.output, frames, args.fps, args.force)
     unknown = vm.vocab.unknown(args.caption)

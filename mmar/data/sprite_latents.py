@@ -3,7 +3,8 @@
 :func:`load_data` renders ``clips`` training and ``valid_clips`` validation clips of
 :class:`mmar.data.sprites.SpriteClips`, encodes every frame with the σ-VAE and caches the latents
 in a ``.safetensors`` file with a ``.json`` beside it, keyed by the VAE's weights and the data
-settings: a cache made for other settings is rebuilt, never reused.
+settings: a cache made for other settings is rebuilt, never reused. With ``bases`` it also holds
+each frame's motion-predicted base (:mod:`mmar.tasks.video_base`), built from the true frames.
 """
 
 from __future__ import annotations

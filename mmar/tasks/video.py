@@ -7,7 +7,9 @@ token sees its own frame and every earlier one (``tokens_per_frame = N``). Each 
 its latent (noisy or clean) plus a time embedding: of its frame's diffusion time t ∈ [0, 1], or
 a learned **clean** embedding for a finished frame (FAR's clean-context timestep); with
 ``local`` > 0, plus a map of the previous clean frame's latents around the token. With
-``residual``, the head denoises each frame's change from the clean frame before it.
+``residual``, the head denoises each frame's change from the clean frame before it; with
+``motion_base`` too, from that frame moved on by its last motion (:mod:`mmar.tasks.video_base`,
+built from the frames as shown, so sampling needs the σ-VAE: :func:`motion_base`).
 
 Training (diffusion forcing, as FAR): every frame of a clip gets its own t and noise (flow
 matching: x_t = (1 − t)·x + t·ε), a share ``clean_p`` of frames stays clean with the clean
@@ -48,6 +50,7 @@ from ..tokenizers.frame_refiner import FrameRefiner, FrameRefinerConfig, VideoDe
 from ..tokenizers.image_cnn import from_uint8, to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
+from .video_base import MotionBase
 from .image_latent import latent_parts
 
 NAME = "video-64"
@@ -281,17 +284,20 @@ def load_video(path: Path | None = None) -> VideoModel:
 @torch.no_grad()
 def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: torch.Tensor | None = None,
                     steps: int = 8, cfg_scale: float = 1.0, temperature: float = 1.0, seed: int = 0,
-                    cached: bool = True, on_frame=None) -> torch.Tensor:
+                    cached: bool = True, on_frame=None, base: MotionBase | None = None) -> torch.Tensor:
     """``frames`` new frames per caption after optional prompt latents [B, K, C, rows, cols] →
     normalised latents [B, frames, C, rows, cols] (decode each frame with the VAE), through
     :func:`mmar.generation.denoise_frames`. ``cached=False`` recomputes the context at every step
     (:class:`~mmar.generation.FrameRecompute`, the reference). ``on_frame(i, latents [B, C, rows, cols])``
-    is called as each frame is finished (progress, streaming); the return value holds every frame."""
+    is called as each frame is finished (progress, streaming); the return value holds every frame.
+    A ``motion_base`` model needs ``base`` (:func:`motion_base`), fed the same prompt."""
     if not (1 <= steps <= 1000 and math.isfinite(temperature) and temperature >= 0 and math.isfinite(cfg_scale)):
         raise MmarError("steps must be 1..1000, temperature ≥ 0 and the CFG scale finite")
     b, n, c = len(captions), vm.tokens_per_frame, vm.latent_dim
     if prompt is not None and (prompt.dim() != 5 or prompt.shape[0] != b or prompt.shape[2:] != (c, *vm.grid)):
         raise MmarError(f"prompt latents must be [{b}, K, {c}, {vm.grid[0]}, {vm.grid[1]}], got {tuple(prompt.shape)}")
+    if vm.model.motion_base and base is None:
+        raise MmarError("this video model predicts each frame from the motion before it: pass base=motion_base(...)")
     guided = cfg_scale != 1.0
     cond = vm.vocab.batch(captions)
     prefix = torch.cat([cond, vm.vocab.null_batch(b)]) if guided else cond
@@ -302,10 +308,38 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
         z = prompt[:, k].flatten(2).transpose(1, 2)
         context.commit(torch.cat([z, z]) if guided else z)
     grid = lambda z: z.transpose(1, 2).reshape(b, c, *vm.grid)  # noqa: E731  [B, N, C] → [B, C, rows, cols]
-    done = None if on_frame is None else (lambda i, z: on_frame(i, grid(z)))
+    rows = lambda z: z.flatten(2).transpose(1, 2)  # noqa: E731  [B, C, rows, cols] → [B, N, C]
+
+    def done(i: int, z: torch.Tensor) -> None:
+        if base is not None:
+            base.push_latents(grid(z))
+        if on_frame is not None:
+            on_frame(i, grid(z))
+
+    if net.motion_base:
+        start = lambda: None if (z := base.base()) is None else rows(z)  # noqa: E731
+    elif net.residual:  # the frame before, as committed ([2B, ...] when guided)
+        start = lambda: None if context.last_frame is None else context.last_frame[:b]  # noqa: E731
+    else:
+        start = None
     out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temperature,
-                         torch.Generator().manual_seed(seed), done, residual=net.residual)
+                         torch.Generator().manual_seed(seed), done, start)
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
+
+
+def motion_base(vm: VideoModel, tok: LoadedTokenizer, refiner: FrameRefiner | None = None, prompt: np.ndarray | None = None,
+                prompt_latents: torch.Tensor | None = None) -> MotionBase | None:
+    """For a ``motion_base`` model (None for any other): a :class:`~mmar.tasks.video_base.MotionBase`
+    that has seen the uint8 ``prompt`` frames [B, K, H, W, 3] with their latents ``prompt_latents``
+    [B, K, C, rows, cols] and shows each generated frame as :func:`frame_decoder` does (``refiner``)."""
+    if not vm.model.motion_base:
+        return None
+    if not tok.speaks(vm.tokenizer_weights):
+        raise MmarError(f"this video model was trained on σ-VAE weights {vm.tokenizer_weights}, not {tok.weights}")
+    mb = MotionBase(lambda x: tok.model.encode(x).latents, frame_decoder(tok, refiner, prompt, prompt_latents))
+    for k in range(0 if prompt is None else prompt.shape[1]):
+        mb.push(from_uint8(prompt[:, k]), prompt_latents[:, k])
+    return mb
 
 
 def refiner_for(tok: LoadedTokenizer, path: Path | None = None, use: bool = True) -> FrameRefiner | None:

@@ -47,10 +47,11 @@ def motion_bases(encode: Images, frames: torch.Tensor, latents: torch.Tensor, ba
 class MotionBase:
     """The streaming form of :func:`motion_bases`: ``base()`` → the next frame's base [B, C, rows,
     cols], or None for zeros; ``push(shown [B, 3, H, W], z [B, C, rows, cols])`` after each frame
-    (prompt frames first, then each generated one as decoded)."""
+    (prompt frames first, then each generated one as decoded: ``push_latents(z)`` shows it with
+    ``decode``, latents → images, e.g. a :class:`~mmar.tokenizers.frame_refiner.VideoDecoder`)."""
 
-    def __init__(self, encode: Images):
-        self.encode, self.shown, self.last_z = encode, [], None
+    def __init__(self, encode: Images, decode: Images | None = None):
+        self.encode, self.decode, self.shown, self.last_z = encode, decode, [], None
 
     @torch.no_grad()
     def base(self) -> torch.Tensor | None:
@@ -62,3 +63,9 @@ class MotionBase:
 
     def push(self, shown: torch.Tensor, z: torch.Tensor) -> None:
         self.shown, self.last_z = [*self.shown, shown][-2:], z
+
+    @torch.no_grad()
+    def push_latents(self, z: torch.Tensor) -> None:
+        if self.decode is None:
+            raise ValueError("this MotionBase has no decoder: push the frames as shown")
+        self.push(self.decode(z), z)
