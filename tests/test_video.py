@@ -320,14 +320,20 @@ def test_cli_generate_continues_prompt_frames_and_refuses_bad_input(named_shapes
     prompt = write_video(tmp_path / "p.gif", still)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
 
-    def run(*args):
+    def run(*args, model="video"):
         return subprocess.run([sys.executable, "-m", "mmar", "video", "generate", *map(str, args),
-                               "--checkpoint", tmp_path / "video", "--tokenizer-checkpoint", vae],
+                               "--checkpoint", tmp_path / model, "--tokenizer-checkpoint", vae],
                               capture_output=True, text=True, env=env, timeout=300)
 
     r = run("--caption", "fox moves left", "--frames", 2, "--steps", 2, "--prompt-frames", prompt, "-o", tmp_path / "o.mp4")
     assert r.returncode == 0, r.stderr
     assert read_frames(tmp_path / "o.mp4").shape == (5, 64, 64, 3)  # 3 prompt frames + 2 new
+    moving = {**config, "residual": True, "motion_base": True}  # a model that needs motion-predicted bases
+    save_pretrained(inference_state(tv.from_config(moving).model), moving, tmp_path / "moving")
+    for extra, frames in ((["--prompt-frames", prompt], 6), ([], 3)):
+        r = run("--caption", "fox moves left", "--frames", 3, "--steps", 2, "-o", tmp_path / "m.gif", "-f", *extra, model="moving")
+        assert r.returncode == 0, r.stderr
+        assert read_frames(tmp_path / "m.gif").shape == (frames, 64, 64, 3)
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 100)
     for bad in (["--frames", 0], ["--frames", 10**6], ["--frames", 2, "-o", tmp_path / "o.avi"],
                 ["--frames", 2, "--prompt-frames", tmp_path / "junk.mp4"], ["--frames", 2, "--steps", 0],
