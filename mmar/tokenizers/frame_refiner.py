@@ -159,15 +159,15 @@ def extrapolate(last: torch.Tensor, before: torch.Tensor, radius: int = 6, penal
     r, (h, w) = radius, last.shape[-2:]
     pad = lambda x: F.pad(x, (r, r, r, r), mode="replicate")  # noqa: E731
     g_last, g_before = last.mean(1), pad(before.mean(1, keepdim=True))[:, 0]
-    best = torch.full((last.shape[0],), float("inf"), dtype=last.dtype)
-    shift = torch.zeros(last.shape[0], 2, dtype=torch.long)
+    best = torch.full((last.shape[0],), float("inf"), dtype=last.dtype, device=last.device)
+    shift = torch.zeros(last.shape[0], 2, dtype=torch.long, device=last.device)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             moved = g_before[:, r - dy:r - dy + h, r - dx:r - dx + w]  # moved(p) = before(p − d)
             cost = (moved - g_last).abs().mean((1, 2)) + penalty * math.hypot(dy, dx)
             better = cost < best
             best = torch.where(better, cost, best)
-            shift[better] = torch.tensor([dy, dx])
+            shift[better] = torch.tensor([dy, dx], device=last.device)
     padded = pad(last)
     return torch.stack([padded[i, :, r - dy:r - dy + h, r - dx:r - dx + w] for i, (dy, dx) in enumerate(shift.tolist())])
 
