@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmar.cli.video import MOTION_TEMPERATURE
 from mmar.errors import command, gradio_errors, require
 from mmar.tasks.image_latent import vae_for
 from mmar.tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
@@ -60,7 +61,8 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
 
             progress(0, desc="frame 1")
             generate_frames(vm, [caption or ""], n, prompt, max(1, min(50, int(steps))), float(cfg), 1.0, int(seed),
-                            on_frame=done, base=motion_base(vm, tok, ref, first[None], prompt))
+                            on_frame=done, base=motion_base(vm, tok, ref, first[None], prompt),
+                            motion_temperature=MOTION_TEMPERATURE)
         path = out_dir / f"clip_{int(seed)}_{abs(hash((caption, prompt_path, n, steps, cfg))) % 10**8}.mp4"
         return str(write_video(path, np.concatenate([first, np.stack(new)]), force=True))
 

@@ -406,7 +406,8 @@ FrameContext = FrameCache | FrameRecompute
 
 @torch.no_grad()
 def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shape: tuple[int, int, int], steps: int,
-                   cfg_scale: float = 1.0, temperature: float = 1.0, generator: torch.Generator | None = None,
+                   cfg_scale: float = 1.0, temperature: float | Callable[[], float] = 1.0,
+                   generator: torch.Generator | None = None,
                    on_frame: Callable[[int, torch.Tensor], None] | None = None,
                    base: Callable[[], torch.Tensor | None] | None = None) -> torch.Tensor:
     """Frame after frame: start from noise [B, N, C] (``shape``) · ``temperature`` at t = 1, take
@@ -415,7 +416,8 @@ def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shap
     [cond; uncond] halves ([2B, ...]): both get the same frame and the prediction is guided
     (:func:`mmar.heads.guide`). With ``base`` (called before each frame → [B, N, C], or None for
     zeros) the head denoises the frame's change from it, and the trunk reads the base plus the noisy
-    change (residual models: the frame before, or its motion-predicted successor).
+    change (residual models: the frame before, or its motion-predicted successor). ``temperature``
+    may be a callable, asked after ``base`` before each frame (e.g. lower once a motion is seen).
     ``on_frame(i, frame [B, N, C])`` sees each finished frame. → frames [B, frames, N, C]."""
     guided = cfg_scale != 1.0
     grid = time_grid(steps)
@@ -424,7 +426,7 @@ def denoise_frames(context: FrameContext, head: DiffusionHead, frames: int, shap
         last = None if base is None else base()
         if last is not None and guided:
             last = torch.cat([last, last])
-        x = torch.randn(shape, generator=generator) * temperature
+        x = torch.randn(shape, generator=generator) * (temperature() if callable(temperature) else temperature)
         for i in range(steps):
             xx = torch.cat([x, x]) if guided else x
             h = context.peek(xx if last is None else xx + last, grid[i])

@@ -115,3 +115,27 @@ def test_training_needs_bases_and_reads_them():
         tv.from_config({**good, "motion_base": True})  # only with residual
     with pytest.raises(MmarError):
         tv.from_config({**good, "residual": True, "motion_base": 1})
+
+
+def test_motion_temperature_applies_once_a_motion_is_seen():
+    """From a caption alone the first two frames have no motion to extrapolate: they take
+    ``temperature``; every later frame (and every frame after two prompt frames) takes
+    ``motion_temperature``."""
+    vm = motion_model()
+
+    def run(prompt_frames: int, **kw) -> torch.Tensor:
+        frames = sprite_clip([(1, 1)] * 3)[None]
+        z = encode(frames[0]).view(1, 4, 3, 2, 2)
+        mb = MotionBase(encode, decode)
+        for k in range(prompt_frames):
+            mb.push(frames[:, k], z[:, k])
+        return tv.generate_frames(vm, ["fox"], 3, z[:, :prompt_frames] if prompt_frames else None, steps=2, seed=3,
+                                  base=mb, **kw)
+
+    cold = run(0, temperature=1.0, motion_temperature=0.0)
+    hot = run(0, temperature=1.0, motion_temperature=1.0)
+    assert torch.equal(cold[:, :2], hot[:, :2]) and not torch.allclose(cold[:, 2], hot[:, 2])
+    assert torch.equal(hot, run(0, temperature=1.0))  # None: one temperature for all
+    assert torch.equal(run(2, temperature=1.0, motion_temperature=0.0), run(2, temperature=0.0))
+    with pytest.raises(MmarError):
+        run(2, motion_temperature=-1.0)

@@ -71,7 +71,8 @@ def peak_memory_mib(checkpoint: Path | None, frames: int, steps: int) -> float:
 def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path | None = None, clips: int = 32,
                     context: int = 4, horizon: int = 8, steps: int = 8, cfg_scale: float = 1.5, seed: int = 0,
                     speed_frames: int = 4, speed_repeats: int = 3, memory: bool = True, log=print, split: str = "test",
-                    temperature: float = 1.0, refiner: Path | None = None, use_refiner: bool = True) -> dict:
+                    temperature: float = 1.0, refiner: Path | None = None, use_refiner: bool = True,
+                    motion_temperature: float | None = None) -> dict:
     """Score the model on ``clips`` clips of ``split`` (see the module doc; "valid" for decisions
     such as how long to train, "test" for what is reported) → results dict. Frames are decoded
     with the temporal decoder (:func:`mmar.tasks.video.refiner_for`: motion compensation, or the
@@ -88,7 +89,8 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     log(f"continuation: {clips} clips, {context} given frames, {horizon} generated")
     z0 = frames_to_latents(tok, truth[:, :context])
     zg = torch.cat([generate_frames(vm, captions[i:i + 8], horizon, z0[i:i + 8], steps, cfg_scale, temperature, seed,
-                                    base=motion_base(vm, tok, ref, truth[i:i + 8, :context], z0[i:i + 8]))
+                                    base=motion_base(vm, tok, ref, truth[i:i + 8, :context], z0[i:i + 8]),
+                                    motion_temperature=motion_temperature)
                     for i in range(0, clips, 8)])
     future = truth[:, context:]
     zf = torch.cat([frames_to_latents(tok, future[i:i + 8]) for i in range(0, clips, 8)])
@@ -121,7 +123,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
     adh, per_motion = [], {}
     for i in range(0, clips, 8):
         z = generate_frames(vm, captions[i:i + 8], horizon, None, steps, cfg_scale, temperature, seed,
-                            base=motion_base(vm, tok, ref))
+                            base=motion_base(vm, tok, ref), motion_temperature=motion_temperature)
         for n, frames in enumerate(latents_to_frames(tok, z, ref)):
             c = cl[i + n]
             hit = motion_of(frames) == c.motion
@@ -150,7 +152,7 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
         clip16.append(time.perf_counter() - t0)
     clip16 = min(clip16)
     result = {"split": split, "clips": clips, "context": context, "horizon": horizon, "steps": steps, "cfg_scale": cfg_scale,
-              "temperature": temperature,
+              "temperature": temperature, **({"motion_temperature": motion_temperature} if vm.model.motion_base else {}),
               "model": vm.model_id, "tokenizer": tok.model_id, "refiner": None if ref is None else str(refiner or "motion compensation"),
               "window": vm.window, "continuation": cont,
               "caption_adherence": float(np.mean(adh)),
@@ -165,8 +167,10 @@ def run_video_bench(data: Path, checkpoint: Path | None = None, tokenizer: Path 
 
 def format_video(r: dict) -> str:
     """The results as text tables."""
+    mt = r.get("motion_temperature")
     lines = [f"continuation of {r['clips']} {r.get('split', 'test')} clips (sprites never trained on): {r['context']} given frames → "
-             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}, temperature {r.get('temperature', 1.0):g}, "
+             f"{r['horizon']} generated, {r['steps']} steps, CFG {r['cfg_scale']:g}, temperature {r.get('temperature', 1.0):g}"
+             + ("" if mt is None else f" ({mt:g} once a motion is seen)") + ", "
              f"decoder: {r.get('tokenizer', 'σ-VAE')}" + (f" + {r['refiner']}" if r.get("refiner") else " alone"),
              f"{'system':<22}{'PSNR':>8}{'SSIM':>8}{'sprite err px':>15}"]
     for name, v in r["continuation"].items():

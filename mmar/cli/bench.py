@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MmarError
+from .video import MOTION_TEMPERATURE
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -134,7 +135,8 @@ def _bench_video(args: argparse.Namespace) -> int:
         raise MmarError("--refiner and --no-refiner contradict each other")
     result = run_video_bench(args.data, args.checkpoint, args.tokenizer_checkpoint, args.clips, args.context, args.horizon,
                              args.steps, args.cfg, args.seed, memory=not args.no_memory, split=args.split,
-                             temperature=args.temperature, refiner=args.refiner, use_refiner=not args.no_refiner)
+                             temperature=args.temperature, refiner=args.refiner, use_refiner=not args.no_refiner,
+                             motion_temperature=args.motion_temperature)
     print(format_video(result))
     if args.json:
         write_json(result, args.json)
@@ -186,6 +188,8 @@ def add_parser(sub) -> None:
     v.add_argument("--steps", type=int, default=8)
     v.add_argument("--cfg", type=float, default=1.5)
     v.add_argument("--temperature", type=float, default=1.0, help="scale of the starting noise")
+    v.add_argument("--motion-temperature", type=float, default=MOTION_TEMPERATURE,
+                   help="the same, for frames whose base extrapolates a seen motion (motion_base models; default: --temperature)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--no-memory", action="store_true", help="skip the 100- vs 1000-frame rollout memory runs")
     v.add_argument("--json", type=Path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import MmarError
 
 MAX_FRAMES = 2000
+MOTION_TEMPERATURE = None  # frames that extrapolate a seen motion: None = as --temperature (video card)
 MAX_PROMPT_FRAMES = 256
 
 
@@ -59,7 +60,8 @@ def _generate(args) -> int:
         decode = frame_decoder(tok, refiner, prompt_frames[None], prompt)
         generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
                         on_frame=lambda i, z: new.append(to_uint8(decode(z))[0]),
-                        base=motion_base(vm, tok, refiner, prompt_frames[None], prompt))
+                        base=motion_base(vm, tok, refiner, prompt_frames[None], prompt),
+                        motion_temperature=args.motion_temperature)
     frames = np.concatenate([prompt_frames, np.stack(new)])
     write_video(args.output, frames, args.fps, args.force)
     unknown = vm.vocab.unknown(args.caption)
@@ -82,6 +84,9 @@ def add_parser(sub) -> None:
     g.add_argument("--steps", type=int, default=8, metavar="S", help="denoising steps per frame (default 8)")
     g.add_argument("--cfg", type=float, default=1.5, metavar="C", help="classifier-free guidance scale (1 = off)")
     g.add_argument("--temperature", type=float, default=1.0, metavar="T", help="scale of the starting noise")
+    g.add_argument("--motion-temperature", type=float, default=MOTION_TEMPERATURE, metavar="T",
+                   help="the same, for frames whose motion-predicted base extrapolates a seen motion "
+                        "(models with motion_base; default: --temperature)")
     g.add_argument("--fps", type=int, default=8, choices=range(1, 61), metavar="FPS", help="frames per second (default 8)")
     g.add_argument("--checkpoint", type=Path, default=None, metavar="DIR", help="video model (default: video-64)")
     g.add_argument("--tokenizer-checkpoint", type=Path, default=None, metavar="DIR", help="σ-VAE (default: the one the model was trained on)")

@@ -284,15 +284,19 @@ def load_video(path: Path | None = None) -> VideoModel:
 @torch.no_grad()
 def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: torch.Tensor | None = None,
                     steps: int = 8, cfg_scale: float = 1.0, temperature: float = 1.0, seed: int = 0,
-                    cached: bool = True, on_frame=None, base: MotionBase | None = None) -> torch.Tensor:
+                    cached: bool = True, on_frame=None, base: MotionBase | None = None,
+                    motion_temperature: float | None = None) -> torch.Tensor:
     """``frames`` new frames per caption after optional prompt latents [B, K, C, rows, cols] →
     normalised latents [B, frames, C, rows, cols] (decode each frame with the VAE), through
     :func:`mmar.generation.denoise_frames`. ``cached=False`` recomputes the context at every step
     (:class:`~mmar.generation.FrameRecompute`, the reference). ``on_frame(i, latents [B, C, rows, cols])``
     is called as each frame is finished (progress, streaming); the return value holds every frame.
-    A ``motion_base`` model needs ``base`` (:func:`motion_base`), fed the same prompt."""
-    if not (1 <= steps <= 1000 and math.isfinite(temperature) and temperature >= 0 and math.isfinite(cfg_scale)):
-        raise MmarError("steps must be 1..1000, temperature ≥ 0 and the CFG scale finite")
+    A ``motion_base`` model needs ``base`` (:func:`motion_base`), fed the same prompt; its frames
+    whose base extrapolates a seen motion start from noise × ``motion_temperature`` (None:
+    ``temperature``), the others (the first two of a clip from a caption alone) × ``temperature``."""
+    temps = (temperature,) if motion_temperature is None else (temperature, motion_temperature)
+    if not (1 <= steps <= 1000 and all(math.isfinite(t) and t >= 0 for t in temps) and math.isfinite(cfg_scale)):
+        raise MmarError("steps must be 1..1000, temperatures ≥ 0 and the CFG scale finite")
     b, n, c = len(captions), vm.tokens_per_frame, vm.latent_dim
     if prompt is not None and (prompt.dim() != 5 or prompt.shape[0] != b or prompt.shape[2:] != (c, *vm.grid)):
         raise MmarError(f"prompt latents must be [{b}, K, {c}, {vm.grid[0]}, {vm.grid[1]}], got {tuple(prompt.shape)}")
@@ -322,7 +326,10 @@ def generate_frames(vm: VideoModel, captions: list[str], frames: int, prompt: to
         start = lambda: None if context.last_frame is None else context.last_frame[:b]  # noqa: E731
     else:
         start = None
-    out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temperature,
+    temp = temperature
+    if net.motion_base and motion_temperature is not None:
+        temp = lambda: motion_temperature if base.moving else temperature  # noqa: E731
+    out = denoise_frames(context, net.head, frames, (b, n, c), steps, cfg_scale, temp,
                          torch.Generator().manual_seed(seed), done, start)
     return out.transpose(2, 3).reshape(b, frames, c, *vm.grid)
 

@@ -61,6 +61,11 @@ class MotionBase:
             return self.last_z
         return self.encode(extrapolate(self.shown[1], self.shown[0])).to(self.last_z.dtype)
 
+    @property
+    def moving(self) -> bool:
+        """Whether the next base extrapolates a motion (two frames seen), not a frame or zeros."""
+        return len(self.shown) == 2
+
     def push(self, shown: torch.Tensor, z: torch.Tensor) -> None:
         self.shown, self.last_z = [*self.shown, shown][-2:], z
 
