@@ -50,8 +50,8 @@ from ..tokenizers.frame_refiner import FrameRefiner, FrameRefinerConfig, VideoDe
 from ..tokenizers.image_cnn import from_uint8, to_uint8
 from ..transformer import CausalTransformer
 from .image_latent import export_config as latent_export_config
-from .video_base import MotionBase
 from .image_latent import latent_parts
+from .video_base import MotionBase
 
 NAME = "video-64"
 MAX_WINDOW = 4096
