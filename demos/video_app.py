@@ -20,7 +20,7 @@ import torch
 from mmar.cli.video import MOTION_TEMPERATURE
 from mmar.errors import command, gradio_errors, require
 from mmar.tasks.image_latent import vae_for
-from mmar.tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
+from mmar.tasks.video import frame_display, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
 from mmar.tokenizers.image_cnn import to_uint8
 from mmar.video_io import read_frames, write_video
 
@@ -53,16 +53,16 @@ def build_app(checkpoint: Path | None = None, tokenizer_checkpoint: Path | None 
                 first = read_frames(Path(prompt_path), side, MAX_PROMPT_FRAMES)
                 prompt = frames_to_latents(tok, first[None])
             new: list[np.ndarray] = []
-            decode = frame_decoder(tok, ref, first[None], prompt)
+            base = motion_base(vm, tok, ref, first[None], prompt)
+            show = frame_display(base, tok, ref, first[None], prompt)
 
             def done(i: int, z: torch.Tensor) -> None:
-                new.append(to_uint8(decode(z))[0])
+                new.append(to_uint8(show(z))[0])
                 progress((i + 1) / n, desc=f"frame {i + 1} of {n}")
 
             progress(0, desc="frame 1")
             generate_frames(vm, [caption or ""], n, prompt, max(1, min(50, int(steps))), float(cfg), 1.0, int(seed),
-                            on_frame=done, base=motion_base(vm, tok, ref, first[None], prompt),
-                            motion_temperature=MOTION_TEMPERATURE)
+                            on_frame=done, base=base, motion_temperature=MOTION_TEMPERATURE)
         path = out_dir / f"clip_{int(seed)}_{abs(hash((caption, prompt_path, n, steps, cfg))) % 10**8}.mp4"
         return str(write_video(path, np.concatenate([first, np.stack(new)]), force=True))
 

@@ -29,7 +29,7 @@ def _generate(args) -> int:
 
     from ..atomic import check_target
     from ..tasks.image_latent import vae_for
-    from ..tasks.video import frame_decoder, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
+    from ..tasks.video import frame_display, frames_to_latents, generate_frames, load_video, motion_base, refiner_for
     from ..text.captions import words
     from ..tokenizers.image_cnn import to_uint8
     from ..video_io import WRITE_SUFFIXES, read_frames, write_video
@@ -57,10 +57,10 @@ def _generate(args) -> int:
             prompt_frames = read_frames(args.prompt_frames, side, MAX_PROMPT_FRAMES)
             prompt = frames_to_latents(tok, prompt_frames[None])  # [1, K, C, rows, cols]
         new = []
-        decode = frame_decoder(tok, refiner, prompt_frames[None], prompt)
+        base = motion_base(vm, tok, refiner, prompt_frames[None], prompt)
+        show = frame_display(base, tok, refiner, prompt_frames[None], prompt)
         generate_frames(vm, [args.caption], args.frames, prompt, args.steps, args.cfg, args.temperature, args.seed,
-                        on_frame=lambda i, z: new.append(to_uint8(decode(z))[0]),
-                        base=motion_base(vm, tok, refiner, prompt_frames[None], prompt),
+                        on_frame=lambda i, z: new.append(to_uint8(show(z))[0]), base=base,
                         motion_temperature=args.motion_temperature)
     frames = np.concatenate([prompt_frames, np.stack(new)])
     write_video(args.output, frames, args.fps, args.force)

@@ -376,6 +376,17 @@ def frame_decoder(tok: LoadedTokenizer, refiner: FrameRefiner | None = None, pro
     return VideoDecoder(tok.model.decode_latents, refiner, prev, prev_z)
 
 
+def frame_display(base: MotionBase | None, tok: LoadedTokenizer, refiner: FrameRefiner | None = None,
+                  prompt: np.ndarray | None = None, prompt_latents: torch.Tensor | None = None):
+    """What to show of each frame :func:`generate_frames` finishes (its ``on_frame`` latents [B, C,
+    rows, cols] → float [B, 3, H, W]): a motion_base model's ``base`` (:func:`motion_base`, fed the
+    same prompt) has decoded it already, so each frame is decoded once; without one, a
+    :func:`frame_decoder` of its own."""
+    if base is not None:
+        return lambda z: base.last_shown
+    return frame_decoder(tok, refiner, prompt, prompt_latents)
+
+
 def latents_to_frames(tok: LoadedTokenizer, z: torch.Tensor, refiner: FrameRefiner | None = None,
                       prompt: np.ndarray | None = None, prompt_latents: torch.Tensor | None = None) -> np.ndarray:
     """σ-VAE latents [B, F, C, rows, cols] → uint8 frames [B, F, H, W, 3] (``tok``: the image_vae

@@ -62,6 +62,11 @@ class MotionBase:
         return self.encode(extrapolate(self.shown[1], self.shown[0])).to(self.last_z.dtype)
 
     @property
+    def last_shown(self) -> torch.Tensor:
+        """The frame pushed last, as shown [B, 3, H, W] (after ``push_latents``: its decoding)."""
+        return self.shown[-1]
+
+    @property
     def moving(self) -> bool:
         """Whether the next base extrapolates a motion (two frames seen), not a frame or zeros."""
         return len(self.shown) == 2

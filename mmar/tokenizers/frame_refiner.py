@@ -118,20 +118,30 @@ def block_motion(cur: torch.Tensor, ref: torch.Tensor, block: int = 8, radius: i
     pixels, constant over each ``block`` × ``block`` block) such that ``cur`` ≈ ``warp(ref, field)``.
     Each block takes the candidate of a grid of ``step`` px within ±``radius`` px that minimises the
     block's mean absolute grey-level difference plus ``penalty`` per pixel of displacement (flat
-    blocks, which match anywhere, stay put)."""
+    blocks, which match anywhere, stay put). A whole-pixel ``step`` reads each candidate as a slice
+    of the edge-extended image (what :func:`warp` gives there, without interpolating)."""
     b, _, h, w = cur.shape
     if h % block or w % block:
         raise MmarError(f"frame sides must be multiples of the {block}-pixel block, got {h}×{w}")
+    dev, dt = cur.device, cur.dtype
     g_cur, g_ref = cur.mean(1, keepdim=True), ref.mean(1, keepdim=True)
     n = int(round(radius / step))
-    offsets = torch.arange(-n, n + 1, dtype=cur.dtype) * step
+    offsets = torch.arange(-n, n + 1, dtype=dt, device=dev) * step
     cands = torch.cartesian_prod(offsets, offsets)  # [K, 2]
-    best = torch.full((b, 1, h // block, w // block), float("inf"), dtype=cur.dtype)
-    field = torch.zeros(b, 2, h // block, w // block, dtype=cur.dtype)
-    for chunk in cands.split(64):
+    best = torch.full((b, 1, h // block, w // block), float("inf"), dtype=dt, device=dev)
+    field = torch.zeros(b, 2, h // block, w // block, dtype=dt, device=dev)
+    whole = float(step).is_integer()
+    if whole:
+        r = int(round(n * step))
+        padded = F.pad(g_ref, (r, r, r, r), mode="replicate")
+    for chunk in cands.split(1 if whole else 64):  # whole pixels: one slice at a time, no copies
         k = len(chunk)
-        moved = warp(g_ref.repeat(k, 1, 1, 1), chunk.repeat_interleave(b, 0)[:, :, None, None].expand(k * b, 2, h, w))
-        cost = F.avg_pool2d((moved.view(k, b, 1, h, w) - g_cur).abs().flatten(0, 1), block).view(k, b, 1, h // block, w // block)
+        if whole:
+            dy, dx = (int(v) for v in chunk[0].tolist())
+            moved = padded[None, :, :, r - dy:r - dy + h, r - dx:r - dx + w]  # moved(p) = ref(p − d)
+        else:
+            moved = warp(g_ref.repeat(k, 1, 1, 1), chunk.repeat_interleave(b, 0)[:, :, None, None].expand(k * b, 2, h, w))
+        cost = F.avg_pool2d((moved.reshape(k, b, 1, h, w) - g_cur).abs().flatten(0, 1), block).view(k, b, 1, h // block, w // block)
         cost = cost + penalty * chunk.norm(dim=1).view(k, 1, 1, 1, 1)
         low, arg = cost.min(0)
         better = low < best
@@ -144,32 +154,20 @@ def warp(img: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     """images [B, C, H, W] moved by a displacement field [B, 2, H, W] (dy, dx px): out(p) = img(p − d),
     bilinear, edges extended."""
     b, _, h, w = img.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=img.dtype), torch.arange(w, dtype=img.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=img.dtype, device=img.device),
+                            torch.arange(w, dtype=img.dtype, device=img.device), indexing="ij")
     y, x = ys - field[:, 0], xs - field[:, 1]
     grid = torch.stack([2 * (x + 0.5) / w - 1, 2 * (y + 0.5) / h - 1], -1)
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 @torch.no_grad()
-def extrapolate(last: torch.Tensor, before: torch.Tensor, radius: int = 6, penalty: float = 1e-3) -> torch.Tensor:
+def extrapolate(last: torch.Tensor, before: torch.Tensor, radius: int = 6) -> torch.Tensor:
     """The next frame if the motion from ``before`` to ``last`` (images [B, C, H, W]) goes on:
-    ``last`` moved once more by the one whole-pixel shift d within ±``radius`` px for which
-    ``before`` moved by d best matches it (mean absolute grey-level difference plus ``penalty`` per
-    pixel of shift, as :func:`block_motion`; edges extended, as :func:`warp`) → [B, C, H, W]."""
-    r, (h, w) = radius, last.shape[-2:]
-    pad = lambda x: F.pad(x, (r, r, r, r), mode="replicate")  # noqa: E731
-    g_last, g_before = last.mean(1), pad(before.mean(1, keepdim=True))[:, 0]
-    best = torch.full((last.shape[0],), float("inf"), dtype=last.dtype, device=last.device)
-    shift = torch.zeros(last.shape[0], 2, dtype=torch.long, device=last.device)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            moved = g_before[:, r - dy:r - dy + h, r - dx:r - dx + w]  # moved(p) = before(p − d)
-            cost = (moved - g_last).abs().mean((1, 2)) + penalty * math.hypot(dy, dx)
-            better = cost < best
-            best = torch.where(better, cost, best)
-            shift[better] = torch.tensor([dy, dx], device=last.device)
-    padded = pad(last)
-    return torch.stack([padded[i, :, r - dy:r - dy + h, r - dx:r - dx + w] for i, (dy, dx) in enumerate(shift.tolist())])
+    ``last`` moved once more by the whole-pixel shift within ±``radius`` px that best maps
+    ``before`` onto it (:func:`block_motion`, one block per 64 × 64: the whole frame of a 64 × 64
+    clip) → [B, C, H, W]."""
+    return warp(last, block_motion(last, before, math.gcd(64, *last.shape[-2:]), radius, step=1.0))
 
 
 class VideoDecoder:
